@@ -256,6 +256,7 @@ class DataBundle:
 
     spec: DatasetSpec
     splits: Mapping[str, MultimodalDataset] = field(default_factory=dict)
+    skipped: int = 0  # samples a loader skipped because the user asked it to (on_error="skip")
 
     def __post_init__(self) -> None:
         missing = [s for s in self.spec.split_names if s not in self.splits]
