@@ -1,0 +1,1 @@
+"""Ray orchestration for fusion-orchestrator: the only package that imports ray."""
