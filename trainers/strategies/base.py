@@ -1,0 +1,157 @@
+"""The strategy interface: one module per method, registered by name.
+
+A strategy owns its model (it is an ``nn.Module``), declares a schedule of :class:`Phase` s
+(what is trained, for how many epochs, with which optimiser) and computes a dict of losses for a
+batch in a phase. The single training loop (``trainers.loop``) runs every strategy. ReconBoost's
+alternation is a longer phase schedule, not a second loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainers.config import ConfigError, TrainConfig, make_params
+from trainers.data.contract import DatasetSpec
+from trainers.models.encoders import create_encoder
+from trainers.models.fusion import ConcatFusion, LateFusion, create_head
+from trainers.registry import Registry
+
+
+@dataclass(frozen=True)
+class NoParams:
+    """For strategies without settings of their own."""
+
+
+@dataclass(frozen=True)
+class OptimSpec:
+    kind: str
+    lr: float
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig) -> OptimSpec:
+        return cls(cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
+
+    def build(self, params: Sequence[nn.Parameter]) -> torch.optim.Optimizer:
+        """A fresh optimiser over ``params`` (fresh per phase, as ReconBoost's code does)."""
+        if self.kind == "sgd":
+            return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum,
+                                   weight_decay=self.weight_decay)
+        cls = torch.optim.Adam if self.kind == "adam" else torch.optim.AdamW
+        return cls(params, lr=self.lr, weight_decay=self.weight_decay)
+
+
+@dataclass(frozen=True, eq=False)
+class Phase:
+    """A span of epochs that updates ``params`` only.
+
+    ``evaluate``: when the loop scores the model on validation for model selection
+    (``epoch``: after every epoch; ``end``: after the phase's last epoch; ``never``).
+    ``select_on``: which prediction is scored (``fused`` or a modality). ``select_scope``:
+    ``run`` keeps the best state over the whole schedule (restored when training ends);
+    ``phase`` restores this phase's best state when the phase ends (e.g. one UME member).
+    """
+
+    name: str
+    epochs: int
+    params: tuple[nn.Parameter, ...]
+    optim: OptimSpec
+    evaluate: Literal["epoch", "end", "never"] = "epoch"
+    modality: str | None = None
+    stage: int = -1
+    select_on: str = "fused"
+    select_scope: Literal["run", "phase"] = "run"
+
+
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
+
+
+def register_strategy(name: str):  # noqa: ANN201 - decorator
+    def deco(cls: type[Strategy]) -> type[Strategy]:
+        cls.name = name
+        return STRATEGIES.register(name)(cls)
+
+    return deco
+
+
+class Strategy(nn.Module):
+    """Base class. Subclasses set ``Params`` and implement ``forward_loss`` and ``predict``."""
+
+    name: ClassVar[str] = ""
+    Params: ClassVar[type] = NoParams
+
+    def __init__(self, spec: DatasetSpec, cfg: TrainConfig) -> None:
+        super().__init__()
+        self.spec = spec
+        self.cfg = cfg
+        self.p = self.make_params(cfg.params)
+
+    @classmethod
+    def make_params(cls, values: Mapping[str, Any]) -> Any:
+        return make_params(cls.Params, cls.name, values)
+
+    # --- building blocks -------------------------------------------------------------
+    def check_modality(self, m: str) -> str:
+        if m not in self.spec.modality_names:
+            raise ConfigError(f"{self.name}: unknown modality {m!r}; dataset {self.spec.name!r} "
+                              f"has {list(self.spec.modality_names)}")
+        return m
+
+    def make_encoder(self, m: str) -> nn.Module:
+        cfg = self.cfg
+        return create_encoder(cfg.encoders.get(m, "auto"), self.spec.modality(m), cfg.embed_dim,
+                              cfg.hidden_dim, cfg.pretrained.get(m))
+
+    def make_late_fusion(self, modalities: Sequence[str]) -> LateFusion:
+        encoders = nn.ModuleDict({m: self.make_encoder(m) for m in modalities})
+        head = create_head(self.cfg.head, self.cfg.embed_dim * len(modalities),
+                           self.spec.num_classes, self.cfg.hidden_dim)
+        return LateFusion(encoders, ConcatFusion(list(modalities)), head)
+
+    def criterion(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, y)
+
+    def default_phase(self, name: str = "train") -> Phase:
+        return Phase(name, self.cfg.epochs, tuple(self.trainable()), OptimSpec.from_config(self.cfg))
+
+    def trainable(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    # --- the interface the loop uses ---------------------------------------------------
+    def phases(self) -> list[Phase]:
+        """The schedule; the default is one phase of ``cfg.epochs`` over all parameters."""
+        return [self.default_phase()]
+
+    def set_train_mode(self, phase: Phase) -> None:
+        """Put modules in train/eval mode for ``phase`` (frozen parts stay in eval)."""
+        self.train()
+
+    def forward_loss(self, batch: Mapping[str, Any], phase: Phase) -> dict[str, torch.Tensor]:
+        """Losses for one batch: must contain ``loss`` (summed by the loop) and ``logits``."""
+        raise NotImplementedError
+
+    def predict(self, x: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Logits (or log-probabilities) under ``fused`` and, where defined, per modality."""
+        raise NotImplementedError
+
+    def encoder(self, m: str) -> nn.Module:
+        """The encoder this model uses for modality ``m`` (probes, teachers, warm starts)."""
+        raise NotImplementedError
+
+    def on_phase_start(self, phase: Phase) -> None:
+        """Hook before a phase's first epoch (also called when a run resumes mid-phase)."""
+
+    def extra_meta(self) -> dict[str, Any]:
+        """Plain values stored with checkpoints (e.g. the selected stage)."""
+        return {}
+
+
+def strategy_class(name: str) -> type[Strategy]:
+    return STRATEGIES.get(name)
