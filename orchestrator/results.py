@@ -26,8 +26,11 @@ may be local or ``s3://``/``gs://`` URIs (through ``pyarrow.fs``; only local pat
 | `config_json` | string | the run's full config as canonical JSON (sorted keys, no spaces) |
 | `wall_time_s` | float64 | wall-clock seconds the run took |
 | `epochs` | int64 | epochs consumed (after early stopping / model selection) |
-| `selected_on` | string | split that selected epochs/stages/hyper-parameters: `val` |
+| `selected_on` | string | split that selected epochs/stages/hyper-params: `val` (see below) |
 | `created_by` | string | package and version that wrote the row, e.g. `fusion-orchestrator 0.1.0` |
+
+``selected_on`` is ``val`` for this project's runs (SPEC section 8); ``unknown`` marks migrated rows
+and ``test`` numbers reproduced with published code that selects on test.
 
 Validation on write (a ``ValueError`` naming the column, the bad value and the run): unknown split,
 empty string fields (``trial_id`` excepted), non-JSON-serialisable config, wrong types, duplicate
