@@ -118,7 +118,7 @@ def train_epoch(strategy: Strategy, ds: MultimodalDataset, phase: Phase,
         loss = out["loss"]
         if not torch.isfinite(loss):
             raise TrainingDiverged(
-                f"{strategy.name}: loss became {float(loss)} in phase {phase.name!r}; "
+                f"{strategy.name}: loss became {float(loss.detach())} in phase {phase.name!r}; "
                 "lower the learning rate or check the data")
         strategy.zero_grad(set_to_none=True)
         loss.backward()

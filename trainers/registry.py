@@ -11,8 +11,9 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """A named table of factories; unknown names raise with the list of valid ones."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, plural: str = "") -> None:
         self.kind = kind
+        self.plural = plural or f"{kind}s"
         self._items: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -27,7 +28,7 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         if name not in self._items:
             raise KeyError(
-                f"unknown {self.kind} {name!r}; valid {self.kind}s: {', '.join(self.names())}"
+                f"unknown {self.kind} {name!r}; valid {self.plural}: {', '.join(self.names())}"
             )
         return self._items[name]
 

@@ -70,7 +70,7 @@ class Phase:
     select_scope: Literal["run", "phase"] = "run"
 
 
-STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy", "strategies")
 
 
 def register_strategy(name: str):  # noqa: ANN201 - decorator
@@ -119,7 +119,8 @@ class Strategy(nn.Module):
         return F.cross_entropy(logits, y)
 
     def default_phase(self, name: str = "train") -> Phase:
-        return Phase(name, self.cfg.epochs, tuple(self.trainable()), OptimSpec.from_config(self.cfg))
+        optim = OptimSpec.from_config(self.cfg)
+        return Phase(name, self.cfg.epochs, tuple(self.trainable()), optim)
 
     def trainable(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]

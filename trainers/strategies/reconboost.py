@@ -114,8 +114,14 @@ class ReconBoost(Strategy):
                              evaluate=last, modality=m, stage=t))
             if self.p.rectify_epochs:
                 out.append(Phase(f"stage{t}:rectify", self.p.rectify_epochs,
-                                 tuple(self.trainable()), optim, evaluate="end", stage=t))
+                                 self.rectify_params(t), optim, evaluate="end", stage=t))
         return out
+
+    def rectify_params(self, stage: int) -> tuple[nn.Parameter, ...]:
+        """Every learner in the ensemble by ``stage`` (round-robin), the head and beta."""
+        members = self.order[:stage + 1]
+        return (*(p for m in members for p in self.encoders[m].parameters()),
+                *self.head.parameters(), self.beta)
 
     def on_phase_start(self, phase: Phase) -> None:
         if phase.modality is not None:  # the newest learner of m_t replaces the old one

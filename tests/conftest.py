@@ -1,0 +1,37 @@
+"""Shared fixtures: tiny data, CPU, one thread, Ray started at most once per session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from trainers.config import TrainConfig
+from trainers.data import create_dataset
+from trainers.data.contract import DataBundle
+
+torch.set_num_threads(1)
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+
+
+@pytest.fixture(scope="session")
+def tiny() -> DataBundle:
+    """2 modalities of 8-d vectors, 3 classes, 150 samples."""
+    return create_dataset("synthetic_unimodal", n=150, dim=8, num_classes=3, noise=0.5)
+
+
+def tiny_cfg(strategy: str = "fusion_concat", **kw: object) -> TrainConfig:
+    base = {"embed_dim": 8, "hidden_dim": 16, "epochs": 2, "batch_size": 32, "seed": 0}
+    return TrainConfig(strategy=strategy, **{**base, **kw})
+
+
+@pytest.fixture(scope="session")
+def unimodal_ckpts(tiny: DataBundle, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Finished unimodal runs (teachers, UME members, warm starts) for the tiny data."""
+    from trainers.runs import train_or_reuse
+
+    store = tmp_path_factory.mktemp("runs")
+    return {m: str(train_or_reuse(tiny, tiny_cfg("unimodal", params={"modality": m}),
+                                  store).checkpoint)
+            for m in tiny.spec.modality_names}

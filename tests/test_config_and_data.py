@@ -1,0 +1,148 @@
+"""Bad input fails at construction with one clear line naming the field and the fix."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.conftest import tiny_cfg
+from trainers.api import build
+from trainers.config import ConfigError, TrainConfig
+from trainers.data import create_dataset
+from trainers.data.contract import (
+    DataBundle,
+    DataError,
+    DatasetSpec,
+    FileDataset,
+    ModalitySpec,
+    TensorDataset,
+)
+
+SPEC = DatasetSpec("toy", "classification",
+                   (ModalitySpec("audio", "image", (1, 4, 4)),
+                    ModalitySpec("text", "vector", (3,))), num_classes=2)
+
+
+def tensors(n=4):
+    return {"audio": torch.zeros(n, 1, 4, 4), "text": torch.zeros(n, 3)}
+
+
+def test_unknown_strategy_lists_valid_ones():
+    with pytest.raises(ConfigError, match="unknown strategy 'fusion'; valid strategies: "
+                                          "fusion_avg, fusion_concat, reconboost, ume, umt"):
+        TrainConfig(strategy="fusion")
+
+
+def test_unknown_config_key_lists_valid_ones():
+    with pytest.raises(ConfigError, match="unknown config key 'learning_rate'; valid keys: "
+                                          "strategy, params"):
+        TrainConfig.from_dict({"learning_rate": 0.1})
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"lr": -0.1}, "lr must be a positive float but got -0.1"),
+    ({"epochs": 0}, "epochs must be a positive int but got 0"),
+    ({"optimizer": "rmsprop"}, r"optimizer must be one of \['sgd', 'adam', 'adamw'\]"),
+    ({"weight_decay": -1}, "weight_decay cannot be negative but got -1"),
+    ({"head": "deep"}, "head must be one of"),
+    ({"strategy": "umt", "params": {"lambda_distill": -1}},
+     "umt lambda_distill cannot be negative but got -1"),
+    ({"strategy": "unimodal"}, "unimodal param modality is required"),
+    ({"strategy": "fusion_concat", "params": {"alpha": 1}},
+     "unknown fusion_concat param 'alpha'; valid params: none"),
+])
+def test_bad_config_values(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        TrainConfig(**kw)
+
+
+def test_unknown_encoder_lists_valid_ones(tiny):
+    with pytest.raises(KeyError, match="unknown encoder 'resnet999' for modality 'm1'; valid "
+                                       "encoders: auto, cnn, gru, lstm, mlp or any timm model"):
+        build(tiny.spec, tiny_cfg(encoders={"m1": "resnet999"}))
+
+
+def test_unknown_modality_for_unimodal(tiny):
+    with pytest.raises(ConfigError, match=r"unknown modality 'rgb'; dataset 'synthetic_unimodal' "
+                                          r"has \['m1', 'm2'\]"):
+        build(tiny.spec, tiny_cfg("unimodal", params={"modality": "rgb"}))
+
+
+def test_missing_modality_is_named():
+    t = tensors()
+    del t["text"]
+    with pytest.raises(DataError, match="split 'train': modality 'text' is missing"):
+        TensorDataset(SPEC, "train", t, [0, 1, 0, 1])
+
+
+def test_misshaped_modality_is_named():
+    t = tensors()
+    t["audio"] = torch.zeros(4, 1, 4, 5)
+    with pytest.raises(DataError, match=r"modality 'audio' has shape \(4, 1, 4, 5\), expected "
+                                        r"\(4, 1, 4, 4\)"):
+        TensorDataset(SPEC, "train", t, [0, 1, 0, 1])
+
+
+def test_label_out_of_range_names_the_sample():
+    with pytest.raises(DataError, match=r"sample 2: label 5 is outside \[0, 2\)"):
+        TensorDataset(SPEC, "train", tensors(), [0, 1, 5, 1])
+
+
+def test_empty_split_is_an_error():
+    with pytest.raises(DataError, match="split 'val' is empty"):
+        TensorDataset(SPEC, "val", tensors(0), [])
+
+
+def test_nan_input_names_the_sample():
+    t = tensors()
+    t["text"][3, 1] = float("nan")
+    with pytest.raises(DataError, match="sample 3: modality 'text' contains NaN"):
+        TensorDataset(SPEC, "test", t, [0, 1, 0, 1])
+
+
+def test_file_dataset_validates_each_sample_at_construction():
+    def loader(i):
+        x = {"audio": torch.zeros(1, 4, 4), "text": torch.zeros(3)}
+        if i == 2:
+            x["text"] = torch.zeros(4)
+        return x
+
+    with pytest.raises(DataError, match=r"sample 2: modality 'text' has shape \(4,\), "
+                                        r"expected \(3,\)"):
+        FileDataset(SPEC, "train", loader, [0, 1, 0, 1])
+
+
+def test_bundle_needs_every_split():
+    ds = TensorDataset(SPEC, "train", tensors(), [0, 1, 0, 1])
+    with pytest.raises(DataError, match="is missing split 'val'"):
+        DataBundle(SPEC, {"train": ds})
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"kind": "video"}, "kind of 'x' must be one of"),
+    ({"shape": (3, 4)}, r"shape of 'x' \(image\) must have 3 positive dims but got \(3, 4\)"),
+])
+def test_modality_spec_errors(kw, match):
+    with pytest.raises(DataError, match=match):
+        ModalitySpec(**{"name": "x", "kind": "image", "shape": (1, 2, 2), **kw})
+
+
+def test_unknown_dataset_lists_valid_ones():
+    with pytest.raises(KeyError, match="unknown dataset 'mnist'; valid datasets: .*synthetic_both"):
+        create_dataset("mnist")
+
+
+def test_fusion_avg_and_timm_and_rnn_encoders_build_and_run():
+    spec = DatasetSpec("mixed", "classification",
+                       (ModalitySpec("img", "image", (2, 16, 16)),
+                        ModalitySpec("seq", "sequence", (5, 3))), 3)
+    x = {"img": torch.randn(4, 2, 16, 16), "seq": torch.randn(4, 5, 3)}
+    for enc in ({"img": "test_resnet", "seq": "gru"}, {"img": "cnn", "seq": "lstm"}):
+        s = build(spec, tiny_cfg("fusion_avg", encoders=enc)).eval()
+        assert s.predict(x)["fused"].shape == (4, 3)
+
+
+def test_cnn_encoder_refuses_a_vector_modality(tiny):
+    with pytest.raises(ValueError, match="encoder 'cnn' needs a image modality but 'm1' is a "
+                                         "vector"):
+        build(tiny.spec, tiny_cfg(encoders={"m1": "cnn"}))

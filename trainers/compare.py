@@ -1,0 +1,93 @@
+"""A fair comparison of strategies on one dataset, run locally (no Ray).
+
+Unimodal runs are trained once per (modality, seed) and reused by UME (members), UMT (teachers)
+and ReconBoost (optional warm start); every strategy gets the same backbones, epochs budget and
+seeds, selects on validation and touches test once. The orchestrator runs the same plan on Ray.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from trainers.config import TrainConfig
+from trainers.data.contract import DataBundle
+from trainers.runs import RunRecord, train_or_reuse
+
+DEFAULT_STRATEGIES = ("unimodal", "fusion_concat", "fusion_avg", "ume", "umt", "reconboost")
+Runner = Callable[[DataBundle, TrainConfig], RunRecord]
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    label: str  # row label in tables: the strategy, or unimodal:<modality>
+    config: TrainConfig
+
+
+def unimodal_configs(data: DataBundle, base: TrainConfig) -> dict[str, TrainConfig]:
+    return {m: base.replace(strategy="unimodal", params={"modality": m})
+            for m in data.spec.modality_names}
+
+
+def dependent_config(strategy: str, base: TrainConfig, ckpts: dict[str, str],
+                     extra: dict | None = None) -> TrainConfig:
+    """The config of a strategy that reuses the finished unimodal checkpoints ``ckpts``."""
+    params = dict(extra or {})
+    if strategy == "ume":
+        params.setdefault("members", ckpts)
+    elif strategy == "umt":
+        params.setdefault("teachers", ckpts)
+    elif strategy == "reconboost" and params.pop("warm_start", False) is True:
+        params["warm_start"] = ckpts
+    return base.replace(strategy=strategy, params=params)
+
+
+def plan_and_run(data: DataBundle, base: TrainConfig, strategies: Sequence[str],
+                 seeds: Sequence[int], runner: Runner,
+                 params: dict[str, dict] | None = None) -> list[tuple[str, RunRecord]]:
+    """Run every strategy for every seed (unimodal runs first, reused by the others)."""
+    params = params or {}
+    out = []
+    for seed in seeds:
+        seeded = base.replace(seed=seed)
+        uni = {m: runner(data, cfg) for m, cfg in unimodal_configs(data, seeded).items()}
+        ckpts = {m: str(r.checkpoint) for m, r in uni.items()}
+        if "unimodal" in strategies:
+            out += [(f"unimodal:{m}", r) for m, r in uni.items()]
+        for s in strategies:
+            if s != "unimodal":
+                cfg = dependent_config(s, seeded, ckpts, params.get(s))
+                out.append((s, runner(data, cfg)))
+    return out
+
+
+def local_runner(store: str | Path) -> Runner:
+    return lambda data, cfg: train_or_reuse(data, cfg, store)
+
+
+def summary_rows(results: list[tuple[str, RunRecord]], split: str = "test") -> list[dict]:
+    """Mean and std over seeds of fused and per-modality accuracy, one row per label."""
+    by_label: dict[str, list[RunRecord]] = {}
+    for label, rec in results:
+        by_label.setdefault(label, []).append(rec)
+    rows = []
+    for label, recs in by_label.items():
+        row: dict = {"strategy": label, "seeds": len(recs)}
+        for key in recs[0].metrics[split]:
+            accs = [100 * r.metrics[split][key]["accuracy"] for r in recs]
+            sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+            row[key] = f"{statistics.mean(accs):.2f} ± {sd:.2f}"
+        row["reused"] = sum(r.reused for r in recs)
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: list[dict], columns: Sequence[str]) -> str:
+    cols = ["strategy", *columns, "seeds"]
+    cells = [[str(r.get(c, "")) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    line = "  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))
+    body = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join([line, "-" * len(line), *body])
