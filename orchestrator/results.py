@@ -13,7 +13,7 @@ may be local or ``s3://``/``gs://`` URIs (through ``pyarrow.fs``; only local pat
 | column | type | meaning |
 |---|---|---|
 | `schema_version` | int64 | version of this schema the row was written with (currently 1) |
-| `run_id` | string | deterministic run name, no timestamps (see `make_run_id`); reruns line up |
+| `run_id` | string | deterministic run name (`trainers.runs.run_name`), no timestamps |
 | `trial_id` | string | Ray Tune trial id, `""` when the run was not a Tune trial |
 | `strategy` | string | strategy name (`unimodal`, `fusion_concat`, `ume`, `unicat`, `umt`, ...) |
 | `dataset` | string | dataset name as registered |
@@ -113,15 +113,6 @@ def canonical_json(config: Mapping[str, Any] | Any) -> str:
             f"config is not JSON-serialisable ({e}); use only dicts, lists, str, int, finite "
             "float, bool and None"
         ) from None
-
-
-def make_run_id(
-    strategy: str, dataset: str, seed: int, config: Mapping[str, Any], dataset_version: str = ""
-) -> str:
-    """``<dataset>-<strategy>-seed<seed>-<hash of config and data version>``: same run, same id."""
-    payload = canonical_json({"config": canonical_json(config), "data": dataset_version})
-    digest = hashlib.sha256(payload.encode()).hexdigest()[:10]
-    return f"{dataset}-{strategy}-seed{seed}-{digest}"
 
 
 def package_version() -> str:
