@@ -38,6 +38,10 @@ def list_datasets() -> list[str]:
 
 
 def _import_builtin() -> None:
+    import trainers.data.av_benchmarks  # noqa: F401
+    import trainers.data.manifest  # noqa: F401
+    import trainers.data.reid_benchmarks  # noqa: F401
+    import trainers.data.reid_synth  # noqa: F401
     import trainers.data.synthetic  # noqa: F401
 
 

@@ -1,0 +1,283 @@
+"""Helpers shared by the on-disk loaders (reid benchmarks, CREMA-D/AVE, manifest).
+
+They exist so every loader reports bad input the same way: a problem with one sample (a file
+that does not parse, a missing counterpart, a corrupt image) names the file and what is wrong;
+with ``on_error="raise"`` (default) the problems of a split are raised together, with
+``on_error="skip"`` the samples are left out, a warning lists them and ``DataBundle.skipped``
+counts them. Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image
+
+from trainers.data.contract import DataError, DatasetSpec, FileDataset, ModalitySpec
+
+OnError = Literal["raise", "skip"]
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
+# Pixel normalisation of every image loader: ImageNet statistics for 3-channel images (what
+# pretrained backbones expect); for 1-channel NIR/TIR the mean of those channel statistics.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+GRAY_MEAN = (0.449,)
+GRAY_STD = (0.226,)
+_LISTED = 5  # problems quoted in one message; the rest are counted
+
+
+def check_choice(field: str, value: object, choices: Sequence[object]) -> None:
+    if value not in choices:
+        raise DataError(f"{field} must be one of {list(choices)} but got {value!r}")
+
+
+def check_size(field: str, size: Sequence[int]) -> tuple[int, int]:
+    """An image size (H, W) of two positive ints."""
+    size = tuple(size)
+    if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
+        raise DataError(f"{field} must be (height, width) with two positive ints but got {size!r}")
+    return size  # type: ignore[return-value]
+
+
+def check_fraction(field: str, value: float) -> float:
+    if not 0.0 < value < 1.0:
+        raise DataError(f"{field} must be strictly between 0 and 1 but got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One sample on disk: where it is read from and its ids (label is the raw id for reid)."""
+
+    files: tuple[Path, ...]
+    label: int
+    camid: int = -1
+    sceneid: int = -1
+    row: int = -1  # position in a manifest, for loaders that keep data in memory
+
+
+class Problems:
+    """Problems with individual samples of one split, raised together or counted as skipped."""
+
+    def __init__(self, where: str, on_error: OnError) -> None:
+        check_choice("on_error", on_error, ("raise", "skip"))
+        self.where = where
+        self.on_error = on_error
+        self.messages: list[str] = []
+
+    def add(self, message: str) -> None:
+        self.messages.append(message)
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+    def summary(self) -> str:
+        shown = "\n  ".join(self.messages[:_LISTED])
+        more = len(self.messages) - _LISTED
+        tail = f"\n  ... and {more} more" if more > 0 else ""
+        return f"{self.where}: {len(self.messages)} bad sample(s):\n  {shown}{tail}"
+
+    def resolve(self) -> int:
+        """Raise (on_error='raise') or warn and return how many samples were skipped."""
+        if not self.messages:
+            return 0
+        if self.on_error == "raise":
+            raise DataError(
+                f"{self.summary()}\nFix or remove these files, or pass on_error='skip' to leave "
+                "them out (DataBundle.skipped counts them)."
+            )
+        warnings.warn(f"skipping as asked (on_error='skip'): {self.summary()}", stacklevel=3)
+        return len(self.messages)
+
+
+def listdir_visible(folder: Path) -> list[Path]:
+    """Entries of a folder in sorted order, without hidden files such as .DS_Store."""
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def image_files(folder: Path) -> list[Path]:
+    return [p for p in listdir_visible(folder) if p.is_file() and p.suffix.lower() in IMAGE_EXTS]
+
+
+def require_dir(path: Path, hint: str) -> Path:
+    if not path.is_dir():
+        raise DataError(f"folder {path} is missing; {hint}")
+    return path
+
+
+def decode_image(path: Path, mode: str = "RGB") -> Image.Image:
+    """Fully decode an image (so truncated files fail here, not during training)."""
+    try:
+        with Image.open(path) as im:
+            return im.convert(mode)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise DataError(
+            f"{path}: cannot read image ({e}); replace or re-extract the file"
+        ) from e
+
+
+def image_tensor(im: Image.Image, size: tuple[int, int], channels: int,
+                 mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None) -> torch.Tensor:
+    """(C, H, W) float tensor: bilinear resize to ``size``, scale to [0, 1], normalise."""
+    im = im.convert("RGB" if channels == 3 else "L").resize(
+        (size[1], size[0]), Image.Resampling.BILINEAR)
+    x = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0)
+    x = x.permute(2, 0, 1) if channels == 3 else x.unsqueeze(0)
+    mean = mean if mean is not None else (IMAGENET_MEAN if channels == 3 else GRAY_MEAN)
+    std = std if std is not None else (IMAGENET_STD if channels == 3 else GRAY_STD)
+    m = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+    return (x - m) / s
+
+
+def read_image(path: Path, size: tuple[int, int], channels: int) -> torch.Tensor:
+    return image_tensor(decode_image(path), size, channels)
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and nothing else: a .pkl file cannot run code on load."""
+
+    _allowed = {
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+        ("numpy._core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
+        ("numpy._core.numeric", "_frombuffer"),
+    }
+
+    def find_class(self, module: str, name: str) -> object:
+        module = module.replace("numpy.core.", "numpy._core.")  # pickles written by numpy 1.x
+        if (module, name) not in self._allowed and not module.startswith("numpy.dtypes"):
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays")
+        return super().find_class(module, name)
+
+
+def load_array(path: Path) -> np.ndarray:
+    """A numpy array from .npy (no pickles) or a pickled array (.pkl, numpy types only)."""
+    try:
+        if path.suffix.lower() == ".npy":
+            return np.load(path, allow_pickle=False)
+        with open(path, "rb") as f:
+            arr = _NumpyOnlyUnpickler(f).load()
+    except (OSError, ValueError, EOFError, pickle.UnpicklingError) as e:
+        raise DataError(f"{path}: cannot read array ({e}); re-create the file") from e
+    if not isinstance(arr, np.ndarray):
+        raise DataError(f"{path}: holds a {type(arr).__name__}, not a numpy array")
+    return arr
+
+
+def path_under(root: Path, rel: str, where: str) -> Path:
+    """``root / rel``, refusing absolute paths and paths that climb out of ``root``."""
+    posix = str(rel).replace("\\", "/")
+    norm = os.path.normpath(posix) if posix else ""
+    if (not posix or PurePosixPath(posix).is_absolute() or PureWindowsPath(rel).drive
+            or norm == ".." or norm.startswith("../")):
+        raise DataError(
+            f"{where}: path {rel!r} is not inside the dataset root {root}; paths must be "
+            "relative to the root, without leading '/' or '..'"
+        )
+    return root / norm
+
+
+def check_sample(modalities: Sequence[ModalitySpec], x: Mapping[str, torch.Tensor],
+                 record: Record) -> None:
+    """The checks FileDataset makes, for screening samples before the split is built."""
+    for m in modalities:
+        t = x.get(m.name)
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != m.shape:
+            got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise DataError(f"{record.files[0] if record.files else record.row}: modality "
+                            f"{m.name!r} is {got}, expected {m.shape}")
+        if not torch.isfinite(t).all():
+            raise DataError(f"{record.files[0]}: modality {m.name!r} contains NaN or inf")
+
+
+Reader = Callable[[Record], Mapping[str, torch.Tensor]]
+
+
+def screen(records: Sequence[Record], read: Reader, modalities: Sequence[ModalitySpec],
+           problems: Problems) -> list[Record]:
+    """Read every record once and keep those that load (only used with on_error='skip')."""
+    kept = []
+    for r in records:
+        try:
+            check_sample(modalities, read(r), r)
+        except DataError as e:
+            problems.add(str(e))
+            continue
+        kept.append(r)
+    return kept
+
+
+class RecordReader:
+    """``loader(i)`` for FileDataset; a class (not a lambda) so splits pickle to workers."""
+
+    def __init__(self, records: Sequence[Record], read: Reader) -> None:
+        self.records = list(records)
+        self.read = read
+
+    def __call__(self, i: int) -> Mapping[str, torch.Tensor]:
+        return self.read(self.records[i])
+
+
+def make_split(spec: DatasetSpec, split: str, records: Sequence[Record], read: Reader,
+               validate: str) -> FileDataset:
+    return FileDataset(
+        spec, split, RecordReader(records, read), [r.label for r in records], validate=validate,
+        camids=[r.camid for r in records], sceneids=[r.sceneid for r in records],
+    )
+
+
+def usable(records: Sequence[Record], read: Reader, modalities: Sequence[ModalitySpec],
+           problems: Problems, validate: str, empty_hint: str) -> tuple[list[Record], int]:
+    """Apply on_error to a split's records: returns the records to keep and the skipped count.
+
+    With on_error='skip' and validate='all' every sample is read once here so corrupt files
+    are found and skipped; with validate='first' only problems found while listing the files
+    (names, missing counterparts) can be skipped.
+    """
+    if problems.on_error == "skip" and validate == "all":
+        records = screen(records, read, modalities, problems)
+    skipped = problems.resolve()
+    if not records:
+        why = f" (all {skipped} skipped)" if skipped else ""
+        raise DataError(f"{problems.where}: no usable samples{why}; {empty_hint}")
+    return list(records), skipped
+
+
+def relabel(ids: Iterable[int]) -> dict[int, int]:
+    """Raw identity -> 0..C-1 in sorted order of the raw ids."""
+    return {pid: i for i, pid in enumerate(sorted(set(ids)))}
+
+
+def carve_ids(ids: Iterable[int], fraction: float, seed: int, where: str) -> set[int]:
+    """A seeded random ``fraction`` of the distinct ids (at least one; two or more remain)."""
+    unique = sorted(set(ids))
+    n_val = max(1, round(fraction * len(unique)))
+    if len(unique) - n_val < 2:
+        raise DataError(
+            f"{where}: {len(unique)} train identities are too few to carve "
+            f"val_fraction={fraction} of them and keep two for training; lower val_fraction"
+        )
+    order = np.random.default_rng(seed).permutation(len(unique))
+    return {unique[i] for i in order[:n_val]}
+
+
+def stratified_holdout(labels: Sequence[int], fraction: float, seed: int) -> list[bool]:
+    """A seeded per-class ``fraction`` of the samples (round, at least one when a class has
+    two or more), returned as a mask; keeps the class balance of the source split."""
+    rng = np.random.default_rng(seed)
+    mask = [False] * len(labels)
+    for c in sorted(set(labels)):
+        idx = [i for i, y in enumerate(labels) if y == c]
+        n = min(len(idx) - 1, max(1, round(fraction * len(idx))))
+        for i in rng.permutation(idx)[:n]:
+            mask[int(i)] = True
+    return mask
