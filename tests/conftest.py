@@ -21,17 +21,34 @@ def tiny() -> DataBundle:
     return create_dataset("synthetic_unimodal", n=150, dim=8, num_classes=3, noise=0.5)
 
 
+@pytest.fixture(scope="session")
+def tiny_reid() -> DataBundle:
+    """3 image modalities (8x8), 8 train ids, 4 val ids, 4 test ids, 2 cameras."""
+    return create_dataset("reid_synth", num_ids=16, val_ids=4, test_ids=4, images_per_id=6,
+                          num_cameras=2, image_size=(8, 8))
+
+
 def tiny_cfg(strategy: str = "fusion_concat", **kw: object) -> TrainConfig:
     base = {"embed_dim": 8, "hidden_dim": 16, "epochs": 2, "batch_size": 32, "seed": 0}
     return TrainConfig(strategy=strategy, **{**base, **kw})
 
 
+def finished_unimodal_runs(data: DataBundle, store: object) -> dict[str, str]:
+    from trainers.runs import train_or_reuse
+
+    return {m: str(train_or_reuse(data, tiny_cfg("unimodal", params={"modality": m}),
+                                  store).checkpoint)
+            for m in data.spec.modality_names}
+
+
 @pytest.fixture(scope="session")
 def unimodal_ckpts(tiny: DataBundle, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Finished unimodal runs (teachers, UME members, warm starts) for the tiny data."""
-    from trainers.runs import train_or_reuse
+    return finished_unimodal_runs(tiny, tmp_path_factory.mktemp("runs"))
 
-    store = tmp_path_factory.mktemp("runs")
-    return {m: str(train_or_reuse(tiny, tiny_cfg("unimodal", params={"modality": m}),
-                                  store).checkpoint)
-            for m in tiny.spec.modality_names}
+
+@pytest.fixture(scope="session")
+def reid_ckpts(tiny_reid: DataBundle,
+               tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Finished unimodal reid runs for the tiny reid data."""
+    return finished_unimodal_runs(tiny_reid, tmp_path_factory.mktemp("reid_runs"))

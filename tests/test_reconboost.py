@@ -32,8 +32,8 @@ def test_boosting_weight_by_hand_on_a_3_class_toy_batch():
     s = build(spec, tiny_cfg("reconboost", embed_dim=2, params={"lambda_boost": 0.5}))
     with torch.no_grad():  # identity encoder for b, head = identity on 2 dims + zero 3rd class
         s.encoders["b"] = torch.nn.Identity()
-        s.head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
-        s.head.bias.zero_()
+        s.head.classifier.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
+        s.head.classifier.bias.zero_()
         s.beta.fill_(2.0)
     s.in_ensemble[:] = True
     x = {"a": torch.zeros(2, 2), "b": torch.tensor([[1.0, 0.0], [0.0, 0.0]])}
@@ -65,8 +65,8 @@ def test_boost_loss_equals_weighted_ce_plus_consolidation_by_hand(tiny):
     b = batch(tiny)
     out = s.boost_loss(b, boost)
     with torch.no_grad():
-        s1 = s.head(s.encoders["m1"](b["x"]["m1"]))
-        s2 = s.head(s.encoders["m2"](b["x"]["m2"]))
+        s1 = s.head(s.encoders["m1"](b["x"]["m1"]))[1]
+        s2 = s.head(s.encoders["m2"](b["x"]["m2"]))[1]
         q_y = (s.beta * s1).softmax(-1).gather(1, b["y"][:, None]).squeeze(1)
         ce = F.cross_entropy(s2, b["y"], reduction="none")
         boost_term = ((1 - 0.3 * q_y) * ce).mean()

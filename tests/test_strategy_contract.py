@@ -1,7 +1,7 @@
 """The contract every registered strategy passes (the Optuna sampler-contract idea).
 
 A new strategy is picked up automatically from the registry; if it needs params, add them to
-``PARAMS`` below.
+``params_for`` below; a strategy is run on every task it declares.
 """
 
 from __future__ import annotations
@@ -14,38 +14,57 @@ import torch
 from tests.conftest import tiny_cfg
 from trainers.api import build
 from trainers.checkpoint import load_checkpoint, save_checkpoint
-from trainers.data.contract import iterate_batches
-from trainers.loop import fit
-from trainers.strategies import list_strategies
+from trainers.loop import batches, fit
+from trainers.strategies import list_strategies, strategy_class
+
+CASES = [(n, t) for n in list_strategies() for t in strategy_class(n).tasks]
 
 
-def params_for(name: str, ckpts: dict[str, str]) -> dict:
+def params_for(name: str, ckpts: dict[str, str], first: str) -> dict:
     return {
-        "unimodal": {"modality": "m1"},
+        "unimodal": {"modality": first},
         "umt": {"teachers": ckpts, "lambda_distill": 1.0},
         "reconboost": {"stages": 3, "epochs_per_stage": 1, "rectify_epochs": 1},
+        "unicat": {"members": {first: ckpts[first]}},  # one reused member, the others trained
     }.get(name, {})
 
 
-@pytest.fixture(params=list_strategies())
-def strategy(request, tiny, unimodal_ckpts):
-    cfg = tiny_cfg(request.param, params=params_for(request.param, unimodal_ckpts))
-    return build(tiny.spec, cfg)
+@pytest.fixture(params=CASES, ids=[f"{n}-{t}" for n, t in CASES])
+def case(request):
+    name, task = request.param
+    data = request.getfixturevalue("tiny" if task == "classification" else "tiny_reid")
+    ckpts = request.getfixturevalue("unimodal_ckpts" if task == "classification"
+                                    else "reid_ckpts")
+    return name, data, ckpts
+
+
+@pytest.fixture
+def strategy(case):
+    name, data, ckpts = case
+    cfg = tiny_cfg(name, params=params_for(name, ckpts, data.spec.modality_names[0]))
+    return build(data.spec, cfg)
+
+
+@pytest.fixture
+def data(case):
+    return case[1]
 
 
 def first_batch(data):
-    return next(iterate_batches(data["train"], 32))
+    return next(batches(None, data["train"], 32, epoch_seed=0, train=True))
 
 
 def test_every_strategy_is_tested():
-    assert {"unimodal", "fusion_concat", "fusion_avg", "ume", "umt", "reconboost"} <= set(
-        list_strategies())
+    names = {n for n, _ in CASES}
+    assert {"unimodal", "fusion_concat", "fusion_avg", "ume", "umt", "reconboost",
+            "unicat"} <= names
+    assert {t for _, t in CASES} == {"classification", "reid"}
 
 
-def test_each_phase_has_a_finite_loss_and_grads_reach_exactly_its_params(strategy, tiny):
+def test_each_phase_has_a_finite_loss_and_grads_reach_exactly_its_params(strategy, data):
     phases = strategy.phases()
     assert phases, "a strategy that trains must declare at least one phase"
-    batch = first_batch(tiny)
+    batch = first_batch(data)
     for phase in phases:
         strategy.on_phase_start(phase)
         strategy.set_train_mode(phase)
@@ -63,11 +82,11 @@ def test_each_phase_has_a_finite_loss_and_grads_reach_exactly_its_params(strateg
                 assert p.grad is None, f"{phase.name}: {name} must not get a gradient"
 
 
-def test_save_load_round_trip_gives_identical_predictions(strategy, tiny, tmp_path):
-    fit(strategy, tiny)
+def test_save_load_round_trip_gives_identical_predictions(strategy, data, tmp_path):
+    fit(strategy, data)
     path = save_checkpoint(strategy, tmp_path / "m.pt")
-    again = load_checkpoint(path, tiny.spec)
-    x = first_batch(tiny)["x"]
+    again = load_checkpoint(path, data.spec)
+    x = first_batch(data)["x"]
     strategy.eval()
     with torch.no_grad():
         a, b = strategy.predict(x), again.predict(x)
@@ -76,8 +95,8 @@ def test_save_load_round_trip_gives_identical_predictions(strategy, tiny, tmp_pa
         assert torch.equal(a[k], b[k]), k
 
 
-def test_same_seed_same_metrics(strategy, tiny):
+def test_same_seed_same_metrics(strategy, data):
     from trainers.api import evaluate_splits, train
 
-    runs = [evaluate_splits(*[train(tiny, strategy.cfg)[0], tiny]) for _ in range(2)]
+    runs = [evaluate_splits(*[train(data, strategy.cfg)[0], data]) for _ in range(2)]
     assert runs[0] == runs[1]

@@ -7,7 +7,7 @@ from typing import Any
 
 from trainers.config import TrainConfig
 from trainers.data.contract import DataBundle, DatasetSpec
-from trainers.loop import Callback, FitResult, Metrics, evaluate, fit
+from trainers.loop import Callback, FitResult, Metrics, evaluate_split, fit
 from trainers.seed import seed_everything
 from trainers.strategies import create_strategy
 from trainers.strategies.base import Strategy
@@ -29,4 +29,4 @@ def train(data: DataBundle, cfg: TrainConfig, callbacks: Sequence[Callback] = ()
 def evaluate_splits(strategy: Strategy, data: DataBundle,
                     splits: Sequence[str] = ("val", "test")) -> dict[str, Metrics]:
     """Metrics per split; call once per final model on ``test`` (SPEC.md section 8)."""
-    return {s: evaluate(strategy, data[s], strategy.cfg.batch_size) for s in splits}
+    return {s: evaluate_split(strategy, data, s, strategy.cfg.batch_size) for s in splits}

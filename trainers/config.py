@@ -62,6 +62,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     num_threads: int = 0
+    lambda_id: float = 1.0  # reid: weight of the identity (BNNeck CE) term next to the triplet
 
     def __post_init__(self) -> None:
         for name in ("embed_dim", "hidden_dim", "epochs", "batch_size"):
@@ -70,6 +71,7 @@ class TrainConfig:
         _non_negative("momentum", self.momentum)
         _non_negative("weight_decay", self.weight_decay)
         _non_negative("num_threads", self.num_threads)
+        _non_negative("lambda_id", self.lambda_id)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("head", self.head, HEADS)
         _choice("device", self.device, DEVICES)

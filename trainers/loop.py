@@ -92,7 +92,7 @@ def to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
     return out
 
 
-def batches(strategy: Strategy, ds: MultimodalDataset, batch_size: int, epoch_seed: int,
+def batches(strategy: Strategy | None, ds: MultimodalDataset, batch_size: int, epoch_seed: int,
             train: bool) -> Iterator[dict]:
     """Shuffled batches for training (P x K identity batches for reid), ordered ones else."""
     if train and ds.spec.task == "reid":
@@ -149,9 +149,39 @@ def predict_split(strategy: Strategy, ds: MultimodalDataset, batch_size: int = 2
 
 
 def evaluate(strategy: Strategy, ds: MultimodalDataset, batch_size: int = 256) -> Metrics:
-    """Metrics of every prediction head on one split (fused and per modality)."""
-    logits, ids = predict_split(strategy, ds, batch_size)
-    return classification_metrics(logits, ids["y"], ds.spec.num_classes)
+    """Metrics of every prediction (fused and per modality) on one split; for reid the split
+    is its own query and gallery (as RGBNT201's protocol does)."""
+    out, ids = predict_split(strategy, ds, batch_size)
+    if ds.spec.task == "reid":
+        return retrieval_metrics(out, ids, out, ids)
+    return classification_metrics(out, ids["y"], ds.spec.num_classes)
+
+
+def evaluate_split(strategy: Strategy, data: DataBundle, split: str,
+                   batch_size: int = 256) -> Metrics:
+    """``evaluate`` on ``data[split]``; for reid, ``test`` means query against gallery."""
+    if data.spec.task == "reid" and split == "test":
+        query = predict_split(strategy, data["query"], batch_size)
+        gallery = predict_split(strategy, data["gallery"], batch_size)
+        return retrieval_metrics(*query, *gallery)
+    return evaluate(strategy, data[split], batch_size)
+
+
+def retrieval_metrics(q_out: dict[str, torch.Tensor], q_ids: dict,
+                      g_out: dict[str, torch.Tensor], g_ids: dict) -> Metrics:
+    """mAP, Rank-1/5/10 and mINP of every embedding (fused and per modality)."""
+    from trainers.reid.evaluate import evaluate_reid
+
+    scenes = bool((q_ids["sceneid"] >= 0).any())
+    out = {}
+    for key in q_out:
+        m = evaluate_reid(q_out[key], g_out[key], q_ids["y"], g_ids["y"], q_ids["camid"],
+                          g_ids["camid"], query_sceneids=q_ids["sceneid"] if scenes else None,
+                          gallery_sceneids=g_ids["sceneid"] if scenes else None,
+                          max_rank=min(10, len(g_ids["y"])))
+        out[key] = {"map": m.mAP, "rank1": m.rank1, "rank5": m.rank5, "rank10": m.rank10,
+                    "minp": m.mINP}
+    return out
 
 
 def _snapshot(strategy: Strategy) -> dict[str, torch.Tensor]:

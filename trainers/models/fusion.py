@@ -1,6 +1,9 @@
 """Late fusion: ``LateFusion(encoders, fusion, head)`` after TorchMultimodal.
 
-A fusion turns the per-modality embeddings into one vector; the head maps it to logits.
+A fusion turns the per-modality embeddings into one vector; the head maps it to
+``(features, logits)``: the features are what retrieval uses (the fused embedding itself for
+classification heads, the BatchNorm-ed embedding for the reid BNNeck), the logits what the
+classification or identity loss uses.
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ from collections.abc import Mapping
 
 import torch
 from torch import nn
+
+from trainers.reid.losses import BNNeck
 
 
 class ConcatFusion(nn.Module):
@@ -33,18 +38,36 @@ class AvgFusion(nn.Module):
         return torch.stack([z[m] for m in self.modalities]).mean(dim=0)
 
 
-def create_head(kind: str, in_dim: int, num_classes: int, hidden_dim: int = 128) -> nn.Module:
-    """``linear``, or ``mlp`` (one hidden layer: needed to learn cross-modal interactions)."""
+class ClassifierHead(nn.Module):
+    """Wraps a classifier so it returns ``(features, logits)`` like the BNNeck."""
+
+    def __init__(self, classifier: nn.Module) -> None:
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return f, self.classifier(f)
+
+
+def create_head(kind: str, in_dim: int, num_classes: int, hidden_dim: int = 128,
+                task: str = "classification") -> nn.Module:
+    """``linear``, or ``mlp`` (one hidden layer: needed to learn cross-modal interactions);
+    for reid, ``linear`` is the BNNeck (BatchNorm with frozen bias + bias-free classifier)."""
+    if task == "reid":
+        if kind != "linear":
+            raise ValueError(f"head {kind!r} is not available for reid; reid uses the BNNeck "
+                             "(head='linear')")
+        return BNNeck(in_dim, num_classes)
     if kind == "linear":
-        return nn.Linear(in_dim, num_classes)
+        return ClassifierHead(nn.Linear(in_dim, num_classes))
     if kind == "mlp":
-        return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(),
-                             nn.Linear(hidden_dim, num_classes))
+        return ClassifierHead(nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(),
+                                            nn.Linear(hidden_dim, num_classes)))
     raise KeyError(f"unknown head {kind!r}; valid heads: linear, mlp")
 
 
 class LateFusion(nn.Module):
-    """Encoders per modality, a fusion, a head. Returns logits and the embeddings."""
+    """Encoders per modality, a fusion, a head."""
 
     def __init__(self, encoders: nn.ModuleDict, fusion: nn.Module, head: nn.Module) -> None:
         super().__init__()
@@ -59,11 +82,14 @@ class LateFusion(nn.Module):
     def embed(self, x: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {m: enc(x[m]) for m, enc in self.encoders.items()}
 
-    def forward(self, x: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+    def forward(self, x: Mapping[str, torch.Tensor]) -> dict:
+        """``logits``, ``features`` (head features), ``fused`` (pre-head), ``embeddings``."""
         z = self.embed(x)
-        return self.head(self.fusion(z)), z
+        fused = self.fusion(z)
+        features, logits = self.head(fused)
+        return {"logits": logits, "features": features, "fused": fused, "embeddings": z}
 
-    def modality_logits(self, z: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def modality_outputs(self, z: Mapping[str, torch.Tensor]) -> dict[str, tuple]:
         """Each modality's share: the fused head with the other embeddings set to zero."""
         out = {}
         for m in z:

@@ -13,7 +13,14 @@ from trainers.strategies.base import (
 
 
 def _import_builtin() -> None:
-    from trainers.strategies import fusion, reconboost, ume, umt, unimodal  # noqa: F401
+    from trainers.strategies import (  # noqa: F401
+        fusion,
+        reconboost,
+        ume,
+        umt,
+        unicat,
+        unimodal,
+    )
 
 
 _import_builtin()

@@ -21,6 +21,7 @@ from trainers.data.contract import DatasetSpec
 from trainers.models.encoders import create_encoder
 from trainers.models.fusion import ConcatFusion, LateFusion, create_head
 from trainers.registry import Registry
+from trainers.reid.losses import ReidCriterion
 
 
 @dataclass(frozen=True)
@@ -86,9 +87,15 @@ class Strategy(nn.Module):
 
     name: ClassVar[str] = ""
     Params: ClassVar[type] = NoParams
+    tasks: ClassVar[tuple[str, ...]] = ("classification", "reid")
 
     def __init__(self, spec: DatasetSpec, cfg: TrainConfig) -> None:
         super().__init__()
+        if spec.task not in self.tasks:
+            alternatives = [n for n in STRATEGIES.names() if spec.task in STRATEGIES.get(n).tasks]
+            raise ConfigError(f"{self.name} does not support {spec.task} (dataset "
+                              f"{spec.name!r}); strategies for {spec.task}: "
+                              f"{', '.join(alternatives)}")
         self.spec = spec
         self.cfg = cfg
         self.p = self.make_params(cfg.params)
@@ -109,21 +116,36 @@ class Strategy(nn.Module):
         return create_encoder(cfg.encoders.get(m, "auto"), self.spec.modality(m), cfg.embed_dim,
                               cfg.hidden_dim, cfg.pretrained.get(m))
 
+    def make_head(self, in_dim: int) -> nn.Module:
+        """The task's head: a classifier, or the BNNeck for reid (both give features, logits)."""
+        cfg = self.cfg
+        return create_head(cfg.head, in_dim, self.spec.num_classes, cfg.hidden_dim,
+                           self.spec.task)
+
     def make_late_fusion(self, modalities: Sequence[str]) -> LateFusion:
         encoders = nn.ModuleDict({m: self.make_encoder(m) for m in modalities})
-        head = create_head(self.cfg.head, self.cfg.embed_dim * len(modalities),
-                           self.spec.num_classes, self.cfg.hidden_dim)
+        head = self.make_head(self.cfg.embed_dim * len(modalities))
         return LateFusion(encoders, ConcatFusion(list(modalities)), head)
 
-    def criterion(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, y)
+    def task_loss(self, fused: torch.Tensor, logits: torch.Tensor,
+                  y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Classification: CE. Reid: soft-margin batch-hard triplet on the pre-BN embedding
+        + lambda_id * CE through the BNNeck (SPEC.md section 3)."""
+        if self.spec.task == "reid":
+            return ReidCriterion(self.cfg.lambda_id)(fused, logits, y)
+        ce = F.cross_entropy(logits, y)
+        return {"loss": ce, "ce": ce.detach()}
+
+    def task_output(self, features: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """What evaluation consumes: retrieval features for reid, logits for classification."""
+        return features if self.spec.task == "reid" else logits
 
     def default_phase(self, name: str = "train") -> Phase:
         optim = OptimSpec.from_config(self.cfg)
         return Phase(name, self.cfg.epochs, tuple(self.trainable()), optim)
 
     def trainable(self) -> list[nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
+        return trainable(self)
 
     # --- the interface the loop uses ---------------------------------------------------
     def phases(self) -> list[Phase]:
@@ -139,7 +161,8 @@ class Strategy(nn.Module):
         raise NotImplementedError
 
     def predict(self, x: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Logits (or log-probabilities) under ``fused`` and, where defined, per modality."""
+        """Under ``fused`` and, where defined, per modality: logits (or log-probabilities) for
+        classification, retrieval features for reid."""
         raise NotImplementedError
 
     def encoder(self, m: str) -> nn.Module:
@@ -152,6 +175,12 @@ class Strategy(nn.Module):
     def extra_meta(self) -> dict[str, Any]:
         """Plain values stored with checkpoints (e.g. the selected stage)."""
         return {}
+
+
+def trainable(*modules: nn.Module) -> list[nn.Parameter]:
+    """The parameters of ``modules`` an optimiser may update (frozen ones, e.g. the BNNeck's
+    bias, are left out)."""
+    return [p for m in modules for p in m.parameters() if p.requires_grad]
 
 
 def strategy_class(name: str) -> type[Strategy]:

@@ -11,7 +11,7 @@ from torch import nn
 
 from trainers.config import TrainConfig
 from trainers.data.contract import DatasetSpec
-from trainers.models.fusion import AvgFusion, LateFusion, create_head
+from trainers.models.fusion import AvgFusion, LateFusion
 from trainers.strategies.base import Phase, Strategy, register_strategy
 
 
@@ -27,13 +27,15 @@ class FusionConcat(Strategy):
         return self.make_late_fusion(self.spec.modality_names)
 
     def forward_loss(self, batch: Mapping[str, Any], phase: Phase) -> dict[str, torch.Tensor]:
-        logits, z = self.model(batch["x"])
-        ce = self.criterion(logits, batch["y"])
-        return {"loss": ce, "ce": ce.detach(), "logits": logits, "embeddings": z}
+        out = self.model(batch["x"])
+        return {**self.task_loss(out["fused"], out["logits"], batch["y"]),
+                "logits": out["logits"], "embeddings": out["embeddings"]}
 
     def predict(self, x: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        logits, z = self.model(x)
-        return {"fused": logits, **self.model.modality_logits(z)}
+        out = self.model(x)
+        per = self.model.modality_outputs(out["embeddings"])
+        return {"fused": self.task_output(out["features"], out["logits"]),
+                **{m: self.task_output(*fl) for m, fl in per.items()}}
 
     def encoder(self, m: str) -> nn.Module:
         return self.model.encoders[self.check_modality(m)]
@@ -46,6 +48,4 @@ class FusionAvg(FusionConcat):
     def build_model(self) -> LateFusion:
         names = list(self.spec.modality_names)
         model = self.make_late_fusion(names)
-        head = create_head(self.cfg.head, self.cfg.embed_dim, self.spec.num_classes,
-                           self.cfg.hidden_dim)
-        return LateFusion(model.encoders, AvgFusion(names), head)
+        return LateFusion(model.encoders, AvgFusion(names), self.make_head(self.cfg.embed_dim))

@@ -25,8 +25,7 @@ from torch import nn
 
 from trainers.config import ConfigError, TrainConfig
 from trainers.data.contract import DatasetSpec
-from trainers.models.fusion import create_head
-from trainers.strategies.base import OptimSpec, Phase, Strategy, register_strategy
+from trainers.strategies.base import OptimSpec, Phase, Strategy, register_strategy, trainable
 
 
 @dataclass(frozen=True)
@@ -74,12 +73,13 @@ def _check_int(name: str, value: Any, low: int) -> None:
 @register_strategy("reconboost")
 class ReconBoost(Strategy):
     Params = ReconBoostParams
+    tasks = ("classification",)
 
     def __init__(self, spec: DatasetSpec, cfg: TrainConfig) -> None:
         super().__init__(spec, cfg)
         self.order = self._order()
         self.encoders = nn.ModuleDict({m: self.make_encoder(m) for m in spec.modality_names})
-        self.head = create_head(cfg.head, cfg.embed_dim, spec.num_classes, cfg.hidden_dim)
+        self.head = self.make_head(cfg.embed_dim)
         n_beta = len(spec.modality_names) if self.p.fusion == "lw" else 1
         self.beta = nn.Parameter(torch.ones(n_beta))
         self.register_buffer("in_ensemble", torch.zeros(len(spec.modality_names), dtype=torch.bool))
@@ -108,7 +108,7 @@ class ReconBoost(Strategy):
             m = self.order[t % len(self.order)]
             optim = OptimSpec("sgd", self.p.lr * self.p.lr_decay ** t, self.p.momentum,
                               self.p.weight_decay)
-            learner = (*self.encoders[m].parameters(), *self.head.parameters())
+            learner = tuple(trainable(self.encoders[m], self.head))
             last = "end" if self.p.rectify_epochs == 0 else "never"
             out.append(Phase(f"stage{t}:boost:{m}", self.p.epochs_per_stage, learner, optim,
                              evaluate=last, modality=m, stage=t))
@@ -120,8 +120,7 @@ class ReconBoost(Strategy):
     def rectify_params(self, stage: int) -> tuple[nn.Parameter, ...]:
         """Every learner in the ensemble by ``stage`` (round-robin), the head and beta."""
         members = self.order[:stage + 1]
-        return (*(p for m in members for p in self.encoders[m].parameters()),
-                *self.head.parameters(), self.beta)
+        return (*trainable(*(self.encoders[m] for m in members), self.head), self.beta)
 
     def on_phase_start(self, phase: Phase) -> None:
         if phase.modality is not None:  # the newest learner of m_t replaces the old one
@@ -138,7 +137,7 @@ class ReconBoost(Strategy):
         return self.spec.modality_names.index(m)
 
     def learner_logits(self, x: Mapping[str, torch.Tensor], m: str) -> torch.Tensor:
-        return self.head(self.encoders[m](x[m]))
+        return self.head(self.encoders[m](x[m]))[1]
 
     def weight(self, m: str) -> torch.Tensor:
         return self.beta[self.index(m)] if len(self.beta) > 1 else self.beta[0]
@@ -186,8 +185,7 @@ class ReconBoost(Strategy):
         if phase.modality is not None:
             return self.boost_loss(batch, phase)
         logits = self.ensemble_logits(batch["x"])
-        ce = self.criterion(logits, batch["y"])
-        return {"loss": ce, "ce": ce.detach(), "logits": logits}
+        return {**self.task_loss(logits, logits, batch["y"]), "logits": logits}
 
     def predict(self, x: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         per = {m: self.learner_logits(x, m) for m in self.spec.modality_names}

@@ -34,13 +34,14 @@ class Unimodal(Strategy):
         self.model = self.make_late_fusion([self.modality])
 
     def forward_loss(self, batch: Mapping[str, Any], phase: Phase) -> dict[str, torch.Tensor]:
-        logits, z = self.model(batch["x"])
-        return {"loss": self.criterion(logits, batch["y"]), "logits": logits,
-                "embedding": z[self.modality]}
+        out = self.model(batch["x"])
+        return {**self.task_loss(out["fused"], out["logits"], batch["y"]),
+                "logits": out["logits"], "embedding": out["fused"]}
 
     def predict(self, x: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        logits, _ = self.model(x)
-        return {"fused": logits, self.modality: logits}
+        out = self.model(x)
+        pred = self.task_output(out["features"], out["logits"])
+        return {"fused": pred, self.modality: pred}
 
     def encoder(self, m: str) -> nn.Module:
         if m != self.modality:
