@@ -183,3 +183,21 @@ def test_declaration_sources_and_columns(tmp_path: Path) -> None:
         create_dataset("manifest", root=tmp_path)
     with pytest.raises(DataError, match="other.parquet does not exist"):
         create_dataset("manifest", root=tmp_path, table="other.parquet")
+
+
+def test_reid_splits_must_not_share_identities(tmp_path: Path) -> None:
+    decl = {"task": "reid", "modalities": [{"name": "v", "kind": "vector", "shape": [2]}]}
+    rows = [("train", 1), ("train", 2), ("val", 3), ("query", 2), ("gallery", 2)]
+    write_manifest(tmp_path, {"split": [s for s, _ in rows], "label": [p for _, p in rows],
+                              "v": [[0.0, 1.0]] * len(rows)}, decl=decl)
+    with pytest.raises(DataError, match="identity 2 is in split 'train' and in query/gallery"):
+        create_dataset("manifest", root=tmp_path)
+
+
+def test_labels_must_be_integers(tmp_path: Path) -> None:
+    cols = classification_tree(tmp_path)
+    cols["label"] = [float(y) for y in cols["label"]]
+    cols["label"][4] = 1.5
+    write_manifest(tmp_path, cols)
+    with pytest.raises(DataError, match=r"row 4: label 1.5 is not an integer"):
+        create_dataset("manifest", root=tmp_path)

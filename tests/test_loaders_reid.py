@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import pytest
@@ -204,3 +205,9 @@ def test_validate_first_reads_one_sample(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="cannot read image"):
         [b["gallery"][i] for i in range(len(b["gallery"]))]
     assert isinstance(b["train"][0]["x"]["rgb"], torch.Tensor)
+
+
+def test_splits_pickle_for_worker_processes(tmp_path: Path) -> None:
+    b = load("msvr310", msvr310_tree(tmp_path))
+    copy = pickle.loads(pickle.dumps(b["query"]))
+    assert torch.equal(copy[0]["x"]["tir"], b["query"][0]["x"]["tir"])

@@ -92,7 +92,7 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
     if width != 2:
         raise DataError(f"{path}: {8 * width}-bit WAV, expected 16-bit PCM; convert with "
                         "ffmpeg -i in.wav -acodec pcm_s16le out.wav")
-    x = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
+    x = np.frombuffer(raw[: len(raw) // 2 * 2], dtype="<i2").astype(np.float32) / 32768.0
     x = x[: len(x) // channels * channels].reshape(-1, channels).mean(axis=1)
     if x.size == 0:
         raise DataError(f"{path}: WAV holds no samples")

@@ -189,14 +189,14 @@ def path_under(root: Path, rel: str, where: str) -> Path:
 def check_sample(modalities: Sequence[ModalitySpec], x: Mapping[str, torch.Tensor],
                  record: Record) -> None:
     """The checks FileDataset makes, for screening samples before the split is built."""
+    where = record.files[0] if record.files else f"row {record.row}"
     for m in modalities:
         t = x.get(m.name)
         if not isinstance(t, torch.Tensor) or tuple(t.shape) != m.shape:
             got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-            raise DataError(f"{record.files[0] if record.files else record.row}: modality "
-                            f"{m.name!r} is {got}, expected {m.shape}")
+            raise DataError(f"{where}: modality {m.name!r} is {got}, expected {m.shape}")
         if not torch.isfinite(t).all():
-            raise DataError(f"{record.files[0]}: modality {m.name!r} contains NaN or inf")
+            raise DataError(f"{where}: modality {m.name!r} contains NaN or inf")
 
 
 Reader = Callable[[Record], Mapping[str, torch.Tensor]]

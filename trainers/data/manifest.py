@@ -198,8 +198,8 @@ def int_column(table: pa.Table, name: str, where: str, default: int | None) -> l
     for i, v in enumerate(values):
         if v is None and default is None:
             raise DataError(f"{where} row {i}: {name} is null")
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)
-                              or float(v) != int(v)):
+        integral = isinstance(v, int) or (isinstance(v, float) and v.is_integer())
+        if v is not None and (isinstance(v, bool) or not integral):
             raise DataError(f"{where} row {i}: {name} {v!r} is not an integer")
         out.append(default if v is None else int(v))
     return out
@@ -214,7 +214,11 @@ def inline_values(table: pa.Table, m: ModalitySpec, where: str,
         raise DataError(f"{where}: column {m.name!r} must hold lists of numbers, not {col.type}")
     numel = int(np.prod(m.shape))
     lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False)
-    flat = col.flatten().cast(pa.float32()).to_numpy(zero_copy_only=False)
+    try:
+        flat = col.flatten().cast(pa.float32()).to_numpy(zero_copy_only=False)
+    except pa.ArrowException as e:
+        raise DataError(f"{where}: column {m.name!r} must hold flat lists of numbers, not "
+                        f"{col.type} ({e})") from e
     out = np.zeros((len(col), numel), dtype=np.float32)
     bad, start = set(), 0
     for i, n in enumerate(lengths):
@@ -294,6 +298,19 @@ def row_records(table: pa.Table, root: Path, decl: Declaration, how: Mapping[str
     return out
 
 
+def check_disjoint(records: Mapping[str, list[Record]], where: str) -> None:
+    """Reid protocol: no identity of train appears in val, query or gallery; val and test
+    identities are disjoint too (query and gallery share theirs)."""
+    ids = {s: {r.label for r in rs} for s, rs in records.items()}
+    test = ids["query"] | ids["gallery"]
+    for a, b, other in (("train", "val", ids["val"]), ("train", "query/gallery", test),
+                        ("val", "query/gallery", test)):
+        both = sorted(ids[a] & other)
+        if both:
+            raise DataError(f"{where}: identity {both[0]} is in split {a!r} and in {b} "
+                            f"({len(both)} shared); reid splits must not share identities")
+
+
 def build_spec(decl: Declaration, records: Mapping[str, list[Record]]) -> DatasetSpec:
     num = decl.num_classes
     if decl.task == "reid":
@@ -303,10 +320,9 @@ def build_spec(decl: Declaration, records: Mapping[str, list[Record]]) -> Datase
 
 
 def make_dataset(spec: DatasetSpec, split: str, records: Sequence[Record], read: partial,
-                 validate: str) -> MultimodalDataset:
+                 inline: Mapping[str, torch.Tensor], validate: str) -> MultimodalDataset:
     """In memory when no modality is read from files (fast batches), else from disk."""
-    inline = read.keywords["inline"]
-    if read.keywords["files"]:
+    if len(inline) < len(spec.modalities):
         return make_split(spec, split, records, read, validate)
     rows = torch.tensor([r.row for r in records], dtype=torch.long)
     return TensorDataset(spec, split, {m: t[rows] for m, t in inline.items()},
@@ -357,8 +373,9 @@ def manifest(root: str | Path, table: str | Path = "manifest.parquet",
             raise DataError(f"{where}: no usable rows with split {split!r}; a {decl.task} "
                             f"dataset needs rows for each of {list(records)}")
     if decl.task == "reid":
+        check_disjoint(records, where)
         to_label = relabel(r.label for r in records["train"])
         records["train"] = [replace(r, label=to_label[r.label]) for r in records["train"]]
     spec = build_spec(decl, records)
-    splits = {s: make_dataset(spec, s, rs, read, validate) for s, rs in records.items()}
+    splits = {s: make_dataset(spec, s, rs, read, inline, validate) for s, rs in records.items()}
     return DataBundle(spec, splits, skipped=skipped)

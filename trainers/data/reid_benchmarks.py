@@ -35,8 +35,9 @@ Images are decoded with PIL, cut into tiles where needed, resized (bilinear) to
 ``image_size`` = (height, width), scaled to [0, 1] and normalised: RGB with the ImageNet
 mean/std, NIR/TIR converted to one grey channel (``ir_channels=1``, default) normalised with
 mean 0.449 / std 0.226, or kept as three channels with the ImageNet statistics
-(``ir_channels=3``, for 3-channel pretrained stems). Default sizes follow TOP-ReID: 256 x 128
-for persons, 128 x 256 for vehicles. No augmentation happens here.
+(``ir_channels=3``, for 3-channel pretrained stems). Default sizes: 256 x 128 for persons,
+128 x 256 for vehicles (their tiles' aspect, MambaPro's RGBNT100 setting; TOP-ReID resizes
+everything to 256 x 128). No augmentation happens here.
 """
 
 from __future__ import annotations
