@@ -13,6 +13,7 @@ import torch
 
 from trainers.compare import (
     DEFAULT_STRATEGIES,
+    TABLE_METRICS,
     format_table,
     local_runner,
     plan_and_run,
@@ -27,8 +28,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m trainers", description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default=default_dataset(),
                    help=f"one of {', '.join(list_datasets())}")
-    p.add_argument("--strategies", nargs="+", default=list(DEFAULT_STRATEGIES),
-                   help=f"any of {', '.join(list_strategies())}")
+    p.add_argument("--strategies", nargs="+", default=None,
+                   help=f"any of {', '.join(list_strategies())} (default: all for the task)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -45,11 +46,12 @@ def default_dataset() -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        unknown = [s for s in args.strategies if s not in list_strategies()]
+        data = create_dataset(args.dataset)
+        strategies = args.strategies or list(DEFAULT_STRATEGIES[data.spec.task])
+        unknown = [s for s in strategies if s not in list_strategies()]
         if unknown:
             raise ConfigError(f"unknown strategy {unknown[0]!r}; valid strategies: "
                               f"{', '.join(list_strategies())}")
-        data = create_dataset(args.dataset)
         base = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                            num_threads=args.threads)
     except (ConfigError, DataError, KeyError) as err:
@@ -58,11 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    results = plan_and_run(data, base, args.strategies, args.seeds, local_runner(args.store))
-    rows = summary_rows(results)
-    print(f"\n{data.spec.name}: test accuracy (%), mean ± std over seeds {args.seeds}, "
-          f"selected on val ({time.perf_counter() - t0:.1f} s; runs in {args.store}/)")
-    print(format_table(rows, ["fused", *data.spec.modality_names]))
+    results = plan_and_run(data, base, strategies, args.seeds, local_runner(args.store))
+    elapsed = time.perf_counter() - t0
+    for metric in TABLE_METRICS[data.spec.task]:
+        print(f"\n{data.spec.name}: test {metric} (%), mean ± std over seeds {args.seeds}, "
+              f"selected on val ({elapsed:.1f} s; runs in {args.store}/)")
+        rows = summary_rows(results, metric=metric)
+        print(format_table(rows, ["fused", *data.spec.modality_names]))
     return 0
 
 

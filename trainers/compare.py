@@ -16,7 +16,11 @@ from trainers.config import TrainConfig
 from trainers.data.contract import DataBundle
 from trainers.runs import RunRecord, train_or_reuse
 
-DEFAULT_STRATEGIES = ("unimodal", "fusion_concat", "fusion_avg", "ume", "umt", "reconboost")
+DEFAULT_STRATEGIES = {
+    "classification": ("unimodal", "fusion_concat", "fusion_avg", "ume", "umt", "reconboost"),
+    "reid": ("unimodal", "fusion_concat", "fusion_avg", "unicat"),
+}
+TABLE_METRICS = {"classification": ("accuracy",), "reid": ("map", "rank1")}
 Runner = Callable[[DataBundle, TrainConfig], RunRecord]
 
 
@@ -35,7 +39,7 @@ def dependent_config(strategy: str, base: TrainConfig, ckpts: dict[str, str],
                      extra: dict | None = None) -> TrainConfig:
     """The config of a strategy that reuses the finished unimodal checkpoints ``ckpts``."""
     params = dict(extra or {})
-    if strategy == "ume":
+    if strategy in ("ume", "unicat"):
         params.setdefault("members", ckpts)
     elif strategy == "umt":
         params.setdefault("teachers", ckpts)
@@ -67,8 +71,10 @@ def local_runner(store: str | Path) -> Runner:
     return lambda data, cfg: train_or_reuse(data, cfg, store)
 
 
-def summary_rows(results: list[tuple[str, RunRecord]], split: str = "test") -> list[dict]:
-    """Mean and std over seeds of fused and per-modality accuracy, one row per label."""
+def summary_rows(results: list[tuple[str, RunRecord]], split: str = "test",
+                 metric: str = "accuracy") -> list[dict]:
+    """Mean and std over seeds (in %) of ``metric`` for the fused output and each modality,
+    one row per label."""
     by_label: dict[str, list[RunRecord]] = {}
     for label, rec in results:
         by_label.setdefault(label, []).append(rec)
@@ -76,7 +82,7 @@ def summary_rows(results: list[tuple[str, RunRecord]], split: str = "test") -> l
     for label, recs in by_label.items():
         row: dict = {"strategy": label, "seeds": len(recs)}
         for key in recs[0].metrics[split]:
-            accs = [100 * r.metrics[split][key]["accuracy"] for r in recs]
+            accs = [100 * r.metrics[split][key][metric] for r in recs]
             sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
             row[key] = f"{statistics.mean(accs):.2f} ± {sd:.2f}"
         row["reused"] = sum(r.reused for r in recs)
