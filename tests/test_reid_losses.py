@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -105,6 +106,15 @@ def test_criterion_sums_triplet_and_weighted_id() -> None:
 def test_criterion_negative_lambda_rejected() -> None:
     with pytest.raises(ValueError, match="lambda_id cannot be negative but got -1"):
         ReidCriterion(lambda_id=-1)
+    for bad in (float("nan"), float("inf"), "1"):
+        with pytest.raises(ValueError, match="lambda_id must be a finite number"):
+            ReidCriterion(lambda_id=bad)
+
+
+def test_numpy_integers_accepted() -> None:
+    labels = np.array(LABELS)
+    assert pk_batches(labels, p=np.int64(2), k=np.int64(2), seed=np.int64(3), epoch=0)
+    assert BNNeck(np.int64(4), np.int64(2)).classifier.out_features == 2
 
 
 def test_criterion_logits_shape_checked() -> None:

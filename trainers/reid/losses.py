@@ -7,7 +7,9 @@ the two losses want differently shaped spaces, and the BatchNorm decouples them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from numbers import Integral, Real
 
 import torch
 import torch.nn.functional as F
@@ -59,7 +61,7 @@ class BNNeck(nn.Module):
     def __init__(self, dim: int, num_classes: int) -> None:
         super().__init__()
         for name, value in (("dim", dim), ("num_classes", num_classes)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
                 raise ValueError(f"BNNeck.{name} must be a positive int but got {value!r}")
         self.bn = nn.BatchNorm1d(dim)
         nn.init.ones_(self.bn.weight)
@@ -81,7 +83,10 @@ class ReidCriterion:
 
     def __post_init__(self) -> None:
         value = self.lambda_id
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+            raise ValueError(f"ReidCriterion.lambda_id must be a finite number but got "
+                             f"{value!r}; the paper uses 1")
+        if value < 0:
             raise ValueError(f"ReidCriterion.lambda_id cannot be negative but got {value!r}; "
                              "use 0 to train with the triplet loss alone (the paper uses 1)")
 

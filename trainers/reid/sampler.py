@@ -11,6 +11,7 @@ only on (seed, epoch), so a restored run sees the same batches.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Integral
 
 import numpy as np
 import torch
@@ -62,14 +63,14 @@ def _labels(pids: Sequence[int] | np.ndarray | torch.Tensor) -> np.ndarray:
 
 
 def _check(p: int, k: int, seed: int, epoch: int, labels: np.ndarray) -> None:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+    if isinstance(k, bool) or not isinstance(k, Integral) or k < 2:
         raise ValueError(f"k must be an int >= 2 (the triplet loss needs a positive per anchor) "
                          f"but got {k!r}")
-    if isinstance(p, bool) or not isinstance(p, int) or p < 2:
+    if isinstance(p, bool) or not isinstance(p, Integral) or p < 2:
         raise ValueError(f"p must be an int >= 2 (the triplet loss needs a negative per anchor) "
                          f"but got {p!r}")
     for name, value in (("seed", seed), ("epoch", epoch)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
             raise ValueError(f"{name} must be a non-negative int but got {value!r}")
     num_ids = len(np.unique(labels))
     if num_ids < p:
