@@ -146,3 +146,18 @@ def test_cnn_encoder_refuses_a_vector_modality(tiny):
     with pytest.raises(ValueError, match="encoder 'cnn' needs a image modality but 'm1' is a "
                                          "vector"):
         build(tiny.spec, tiny_cfg(encoders={"m1": "cnn"}))
+
+
+def test_timm_encoder_loads_a_local_weights_file(tmp_path):
+    import timm
+
+    reference = timm.create_model("test_resnet", pretrained=False, in_chans=3)
+    path = tmp_path / "weights.pth"
+    torch.save(reference.state_dict(), path)
+    spec = DatasetSpec("img", "classification", (ModalitySpec("rgb", "image", (3, 16, 16)),), 2)
+    s = build(spec, tiny_cfg("unimodal", params={"modality": "rgb"},
+                             encoders={"rgb": "test_resnet"}, pretrained={"rgb": str(path)}))
+    backbone = s.encoder("rgb")[0]
+    ref = reference.state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in backbone.state_dict().items() if k in ref)
+    assert torch.equal(backbone.conv1[0].weight, ref["conv1.0.weight"])
