@@ -1,0 +1,147 @@
+"""From finished runs to the results table: ensembles, best configurations on test, Parquet rows.
+
+* UME ensembles are assembled from finished unimodal runs (no training; a cheap local step).
+* A sweep's best configuration (by validation) is rerun for every seed as ordinary jobs; the
+  sweep's own seed reuses the winning trial's run. Each final model is scored on test once
+  (:func:`ensure_test`: a trial only scored validation), and that score is cached in its record.
+* Every run becomes rows of the one results schema (:mod:`orchestrator.results`): unimodal runs,
+  every trial (a diverged one as NaN = failed, a trial ASHA stopped with its last validation
+  numbers) and the final runs; :func:`write_and_summarise` writes them, reads them back and
+  returns the papers-style mean ± std table over seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from orchestrator.diagnostics_rows import dataset_version, score_metric
+from orchestrator.jobs import checkpoints, run_jobs
+from orchestrator.results import FUSED, format_summary, read_results, result_rows, summary_table
+from orchestrator.results import write_results as write_parquet
+from orchestrator.sweep import SweepContext, TrialOutcome
+from orchestrator.train_fn import make_job
+from trainers.api import evaluate_splits
+from trainers.checkpoint import load_checkpoint
+from trainers.compare import dependent_config, unimodal_configs
+from trainers.config import TrainConfig
+from trainers.data import DataBundle
+from trainers.data.contract import DatasetSpec
+from trainers.runs import RunRecord, train_or_reuse, write_record
+
+Rows = dict[str, list[dict[str, Any]]]  # run_id -> its rows (a run is written in one part)
+RESULTS_DIR = "results"
+
+
+def record_rows(record: RunRecord, cfg: TrainConfig, spec: DatasetSpec,
+                trial_id: str = "") -> list[dict[str, Any]]:
+    return result_rows(record.name, cfg.strategy, spec.name, cfg.seed, cfg.to_dict(),
+                       record.metrics, dataset_version=dataset_version(spec),
+                       wall_time_s=record.wall_time_s, epochs=record.epochs, trial_id=trial_id)
+
+
+def _reported_val(last: Mapping[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
+    """``val/<output>/<metric>`` entries of a trial's last report, nested like run metrics."""
+    out: dict[str, dict[str, float]] = {}
+    for key, value in last.items():
+        parts = key.split("/")
+        if len(parts) == 3 and parts[0] == "val" and isinstance(value, int | float):
+            out.setdefault(parts[1], {})[parts[2]] = float(value)
+    return {"val": out} if out else {}
+
+
+def trial_rows(outcome: TrialOutcome, spec: DatasetSpec) -> list[dict[str, Any]]:
+    """A finished trial's record; a stopped one's last validation report; NaN for a failure."""
+    cfg, tid = outcome.job.config, outcome.trial_id
+    if outcome.record is not None:
+        return record_rows(outcome.record, cfg, spec, tid)
+    metrics = _reported_val(outcome.last)
+    if outcome.status != "stopped" or not metrics:
+        metrics = {"val": {FUSED: {score_metric(spec): math.nan}}}
+    return result_rows(outcome.job.name, cfg.strategy, spec.name, cfg.seed, cfg.to_dict(),
+                       metrics, dataset_version=dataset_version(spec),
+                       wall_time_s=float(outcome.last.get("time_total_s", 0.0)),
+                       epochs=int(outcome.last.get("training_iteration", 0)), trial_id=tid)
+
+
+def ensure_test(record: RunRecord, data: DataBundle) -> RunRecord:
+    """The record with test metrics: computed once from ``model.pt`` if missing, then cached."""
+    if "test" in record.metrics:
+        return record
+    model = load_checkpoint(record.checkpoint, data.spec)
+    metrics = {**record.metrics, **evaluate_splits(model, data, ["test"])}
+    history = json.loads((record.path / "result.json").read_text())["history"]
+    write_record(record.path, metrics, record.epochs, record.wall_time_s, history)
+    return replace(record, metrics=metrics)
+
+
+def ume_runs(data: DataBundle, bases: Mapping[int, TrainConfig],
+             storage: str | Path) -> dict[int, RunRecord]:
+    """One UME ensemble per seed from that seed's finished unimodal runs (nothing is trained)."""
+    return {seed: train_or_reuse(data, cfg, storage) for seed, cfg in bases.items()}
+
+
+def final_runs(ctx: SweepContext, configs: Mapping[int, TrainConfig],
+               data: DataBundle) -> dict[int, RunRecord]:
+    """The best configuration for every seed (seed -> config) as jobs, each scored on test once;
+    the sweep's own seed finds the winning trial's run in the store."""
+    jobs = [make_job(ctx.data, ctx.spec, cfg, ctx.storage,
+                     label=f"{ctx.space.strategy} best seed {seed}")
+            for seed, cfg in configs.items()]
+    records = run_jobs(jobs, ctx.resources)
+    return {seed: ensure_test(rec, data) for seed, rec in zip(configs, records, strict=True)}
+
+
+def strategy_bases(strategy: str, base: TrainConfig,
+                   unimodal: Mapping[int, Mapping[str, RunRecord]],
+                   extra: Mapping[str, Any] | None = None) -> dict[int, TrainConfig]:
+    """Per seed, ``strategy``'s config reusing that seed's unimodal runs (teachers, warm start)."""
+    return {seed: dependent_config(strategy, base.replace(seed=seed), checkpoints(runs),
+                                   dict(extra or {}))
+            for seed, runs in unimodal.items()}
+
+
+def unimodal_rows(unimodal: Mapping[int, Mapping[str, RunRecord]], base: TrainConfig,
+                  data: DataBundle) -> Rows:
+    rows: Rows = {}
+    for seed, runs in unimodal.items():
+        configs = unimodal_configs(data, base.replace(seed=seed))
+        rows.update({rec.name: record_rows(rec, configs[m], data.spec) for m, rec in runs.items()})
+    return rows
+
+
+def runs_rows(records: Mapping[int, RunRecord], configs: Mapping[int, TrainConfig],
+              spec: DatasetSpec, trial_ids: Mapping[str, str] | None = None) -> Rows:
+    """Rows of one record per seed; ``trial_ids`` maps a run name to the trial that trained it."""
+    ids = trial_ids or {}
+    return {rec.name: record_rows(rec, configs[seed], spec, ids.get(rec.name, ""))
+            for seed, rec in records.items()}
+
+
+def sweep_rows(outcomes: Sequence[TrialOutcome], spec: DatasetSpec) -> Rows:
+    return {o.job.name: trial_rows(o, spec) for o in outcomes}
+
+
+def display_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Results for the printed table: each unimodal run labelled with its modality."""
+    modality = df["config_json"].map(lambda c: json.loads(c).get("params", {}).get("modality"))
+    uni = (df["strategy"] == "unimodal") & modality.notna()
+    return df.assign(strategy=df["strategy"].where(~uni, "unimodal:" + modality.astype(str)))
+
+
+def write_and_summarise(rows: Rows, storage: str | Path, split: str = "test") -> str:
+    """Write ``rows`` under ``<storage>/results``, read them back and format the summary."""
+    folder = Path(storage) / RESULTS_DIR
+    write_parquet([row for part in rows.values() for row in part], folder)
+    df = read_results(folder)
+    mine = display_frame(df[df["run_id"].isin(list(rows))])
+    spec_metric = "map" if (mine["metric"] == "map").any() else "accuracy"
+    table = format_summary(summary_table(mine, metric=spec_metric, split=split))
+    return f"{table}\n(results: {folder}; pandas: pd.read_parquet({str(folder)!r}))"
+

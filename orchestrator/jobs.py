@@ -1,0 +1,153 @@
+"""Many independent training jobs at once: reuse what is finished, train the rest concurrently.
+
+Each job is one Ray Train ``TorchTrainer`` run (one worker). Train has no multi-job API, so every
+job gets a Ray task as its driver (RAY_NOTES section 2, option (b)); the tasks take no CPU and a
+sliver of a head-only resource, because ``fit()`` puts the Train controller on the caller's node
+and a controller must not live on a GPU or spot worker that the autoscaler may remove. At most as
+many jobs run as the cluster has GPUs (or CPUs / ``cpus_per_worker``), so no job waits so long for
+its worker that Train gives up on it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import ray
+
+from orchestrator.ray_utils import cluster_cpus, cluster_gpus, driver_resources
+from orchestrator.train_fn import (
+    DataRef,
+    JobResources,
+    JobSpec,
+    finished_record,
+    fit_job,
+    make_job,
+)
+from trainers.compare import unimodal_configs
+from trainers.config import TrainConfig
+from trainers.data import DataBundle
+from trainers.runs import RunRecord, load_record
+
+STORAGE_ENV = "FUSION_STORAGE"
+
+
+class StorageError(OSError):
+    """The storage path cannot hold results; the message says what to pass instead."""
+
+
+class JobsFailed(RuntimeError):
+    """Some jobs failed; the message lists them (the other jobs finished)."""
+
+
+def default_storage() -> str:
+    return os.environ.get(STORAGE_ENV) or "./results"
+
+
+def prepare_storage(path: str | Path) -> Path:
+    """The absolute storage folder, created and checked writable (one-line error if not)."""
+    folder = Path(path).expanduser().absolute()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as err:
+        raise StorageError(f"storage path {str(folder)!r} is not writable ({err.strerror or err});"
+                           f" pass --storage <a folder you can write> or set {STORAGE_ENV}"
+                           ) from None
+    return folder
+
+
+def max_concurrent(resources: JobResources) -> int:
+    """How many one-worker jobs fit on the cluster at once."""
+    if resources.gpu():
+        return max(1, int(cluster_gpus()))
+    return max(1, int(cluster_cpus() / resources.cpus_per_worker + 1e-9))
+
+
+def _fit_remote(job: JobSpec, resources: JobResources) -> tuple[RunRecord, str]:
+    result = fit_job(job, resources)
+    return finished_record(job, result), (result.return_value or {}).get("node_id", "?")
+
+
+def _say(text: str) -> None:
+    print(f"[jobs] {text}", flush=True)
+
+
+def _done_line(job: JobSpec, record: RunRecord, node: str) -> str:
+    acc = record.metrics.get("val", {}).get("fused", {}).get("accuracy")
+    val = f", val accuracy {100 * acc:.2f}%" if acc is not None else ""
+    return (f"trained {job.label or job.name} ({job.name}) on node {node} in "
+            f"{record.wall_time_s:.1f} s{val}")
+
+
+def run_jobs(jobs: Sequence[JobSpec], resources: JobResources,
+             limit: int | None = None) -> list[RunRecord]:
+    """One record per job, in order: finished runs are reused, the others trained on Ray."""
+    records: dict[str, RunRecord] = {}
+    todo: dict[str, JobSpec] = {}
+    for job in jobs:
+        found = load_record(job.folder)
+        if found is not None:
+            records[job.name] = found
+        elif job.name not in todo:
+            todo[job.name] = job
+    if records:
+        _say(f"reusing {len(records)} finished run(s) from {jobs[0].storage}")
+    records.update(_train_all(list(todo.values()), resources, limit or max_concurrent(resources)))
+    return [records[job.name] for job in jobs]
+
+
+def _train_all(todo: list[JobSpec], resources: JobResources, limit: int) -> dict[str, RunRecord]:
+    remote = ray.remote(num_cpus=0)(_fit_remote).options(resources=driver_resources())
+    pending: dict[ray.ObjectRef, JobSpec] = {}
+    done: dict[str, RunRecord] = {}
+    failed: list[str] = []
+    while todo or pending:
+        while todo and len(pending) < limit:
+            job = todo.pop(0)
+            _say(f"training {job.label or job.name} ({job.name})")
+            pending[remote.remote(job, resources)] = job
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        job = pending.pop(ready[0])
+        try:
+            record, node = ray.get(ready[0])
+        except ray.exceptions.RayTaskError as err:
+            cause = err.cause if err.cause is not None else err
+            failed.append(f"{job.label or job.name}: {type(cause).__name__}: {cause}")
+            print(f"[jobs] FAILED {failed[-1]}", file=sys.stderr, flush=True)
+            continue
+        done[job.name] = record
+        _say(_done_line(job, record, node))
+    if failed:
+        raise JobsFailed(f"{len(failed)} job(s) failed; first: {failed[0].splitlines()[0]}")
+    return done
+
+
+def unimodal_jobs(data_ref: DataRef, data: DataBundle, base: TrainConfig, seeds: Sequence[int],
+                  storage: str | Path) -> dict[tuple[int, str], JobSpec]:
+    """One job per (seed, modality): each modality's backbone trained on its own."""
+    return {(seed, m): make_job(data_ref, data.spec, cfg, storage,
+                                label=f"unimodal:{m} seed {seed}")
+            for seed in seeds
+            for m, cfg in unimodal_configs(data, base.replace(seed=seed)).items()}
+
+
+def train_unimodal(data_ref: DataRef, data: DataBundle, base: TrainConfig, seeds: Sequence[int],
+                   storage: str | Path, resources: JobResources
+                   ) -> dict[int, dict[str, RunRecord]]:
+    """Finished unimodal runs per seed and modality, all (missing) modalities trained at once."""
+    jobs = unimodal_jobs(data_ref, data, base, seeds, storage)
+    records = run_jobs(list(jobs.values()), resources)
+    out: dict[int, dict[str, RunRecord]] = {}
+    for (seed, m), rec in zip(jobs, records, strict=True):
+        out.setdefault(seed, {})[m] = rec
+    return out
+
+
+def checkpoints(records: Mapping[str, RunRecord]) -> dict[str, str]:
+    """modality -> model.pt of its finished unimodal run (UME members, UMT teachers...)."""
+    return {m: str(r.checkpoint) for m, r in records.items()}

@@ -1,0 +1,125 @@
+"""Connecting to Ray: start a local Ray or join a cluster, and always shut it down again.
+
+``ray.init(address="host:port")`` with nothing behind the address retries for minutes before
+failing, so :func:`check_address` first opens a TCP connection with a short timeout and fails with
+one line that says what to do. A local Ray is started with the dashboard on 127.0.0.1: besides
+being the place to watch a run, the dashboard serves the State API that Train-inside-Tune needs to
+free the placement groups of trials stopped early (RAY_NOTES section 9, pitfall 1).
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import ray
+
+DASHBOARD_HOST = "127.0.0.1"
+CLIENT_PREFIX = "ray://"
+DEFAULT_GCS_PORT = 6379
+DEFAULT_CLIENT_PORT = 10001
+# Custom resource of the head node in cluster.yaml; Ray's own head marker is the fallback.
+DRIVER_RESOURCE = "train_driver"
+HEAD_RESOURCE = "node:__internal_head__"
+
+
+class ClusterUnreachable(ConnectionError):
+    """``--address`` names no running Ray cluster; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class RayInfo:
+    address: str  # the GCS address, for other processes that want to join
+    dashboard_url: str  # "" when the dashboard is not running
+    started_here: bool  # True when this process started (and will stop) Ray
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``host:port`` (optionally ``ray://``-prefixed) as a (host, port) pair."""
+    client = address.startswith(CLIENT_PREFIX)
+    rest = address.removeprefix(CLIENT_PREFIX)
+    host, sep, port = rest.rpartition(":")
+    if not sep:
+        return rest, DEFAULT_CLIENT_PORT if client else DEFAULT_GCS_PORT
+    if not port.isdigit() or not host:
+        raise ClusterUnreachable(
+            f"--address {address!r} is not host:port; use e.g. 10.0.0.5:6379, "
+            "ray://10.0.0.5:10001 or auto"
+        )
+    return host, int(port)
+
+
+def check_address(address: str, timeout_s: float = 3.0) -> None:
+    """Fail fast when nothing listens at ``address`` (``auto`` is left to Ray, which is quick)."""
+    if address in ("auto", "local"):
+        return
+    host, port = split_address(address)
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return
+    except OSError as err:
+        raise ClusterUnreachable(
+            f"no Ray cluster at {address!r} ({host}:{port} did not answer within {timeout_s:g} s: "
+            f"{err.strerror or err}); start one with `ray start --head` or `ray up cluster.yaml`, "
+            "or leave out --address to start a local Ray"
+        ) from None
+
+
+def _info(started_here: bool) -> RayInfo:
+    url = ray._private.worker.get_dashboard_url()  # private, read-only; "" without a dashboard
+    return RayInfo(ray.get_runtime_context().gcs_address, f"http://{url}" if url else "",
+                   started_here)
+
+
+def connect(address: str | None = None, num_cpus: int | None = None) -> RayInfo:
+    """Join the cluster at ``address``, or start a local Ray with the dashboard on 127.0.0.1."""
+    if address:
+        check_address(address)
+        try:
+            ray.init(address=address, log_to_driver=True)
+        except ConnectionError as err:
+            raise ClusterUnreachable(
+                f"no Ray cluster at {address!r} ({err}); start one with `ray start --head`, or "
+                "leave out --address to start a local Ray"
+            ) from None
+        return _info(started_here=False)
+    ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host=DASHBOARD_HOST)
+    return _info(started_here=True)
+
+
+@contextmanager
+def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[RayInfo]:
+    """Connect (see :func:`connect`) and disconnect at the end, also on error.
+
+    A process that is already connected (a notebook, the test session) keeps its connection:
+    it is used as is and left running for its owner to shut down.
+    """
+    if ray.is_initialized():
+        yield _info(started_here=False)
+        return
+    info = connect(address, num_cpus)
+    where = "local Ray" if info.started_here else f"Ray cluster at {address}"
+    dash = f"; dashboard: {info.dashboard_url}" if info.dashboard_url else ""
+    print(f"connected to {where}{dash}", file=sys.stderr, flush=True)
+    try:
+        yield info
+    finally:
+        ray.shutdown()
+
+
+def driver_resources() -> dict[str, float]:
+    """A sliver of a head-only resource: pins Train drivers (and so Train controllers, which
+    ``fit()`` places on the caller's node) to the head, never to a GPU or spot worker."""
+    name = DRIVER_RESOURCE if DRIVER_RESOURCE in ray.cluster_resources() else HEAD_RESOURCE
+    return {name: 0.001}
+
+
+def cluster_gpus() -> float:
+    return float(ray.cluster_resources().get("GPU", 0.0))
+
+
+def cluster_cpus() -> float:
+    return float(ray.cluster_resources().get("CPU", 0.0))

@@ -1,0 +1,245 @@
+"""Hyper-parameter sweeps: Ray Tune + Optuna TPE + ASHA, each trial driving a ``TorchTrainer``.
+
+The three functions of the Train-inside-Tune pattern (RAY_NOTES section 1): the per-worker
+function (:func:`orchestrator.train_fn.train_fn_per_worker`), the driver :func:`trial_fn` (a Tune
+function trainable that builds the trainer; ``TuneReportCallback`` forwards every epoch to Tune,
+so ASHA's ``training_iteration`` counts epochs) and :func:`run_sweep` (the Tuner). A trial whose
+run is already in the run store replays its stored history instead of training. A trial whose
+loss becomes NaN raises :class:`~trainers.loop.TrainingDiverged`: Tune marks it ERROR and the sweep
+goes on. ``resume=True`` restores an interrupted sweep with ``Tuner.restore``; finished trials
+are not rerun, and interrupted ones resume their Train run from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from orchestrator.jobs import max_concurrent
+from orchestrator.ray_utils import driver_resources
+from orchestrator.space import SearchSpace, native
+from orchestrator.train_fn import (
+    BEST_KEY,
+    RAY_DIR,
+    DataRef,
+    JobResources,
+    JobSpec,
+    finished_record,
+    fit_job,
+    make_job,
+    report_metrics,
+    running_best,
+)
+from trainers.api import build
+from trainers.config import ConfigError, TrainConfig
+from trainers.data.contract import DatasetSpec
+from trainers.loop import TrainingDiverged, selection_score
+from trainers.runs import RunRecord, load_record
+
+# Tune snapshots the experiment every >= 10 s by default; often enough that restore has state.
+CHECKPOINT_PERIOD_S = "1"
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """How to search: ``num_samples`` trials, TPE seeded with ``seed``, ASHA over epochs.
+
+    ``max_concurrent=0`` runs as many trials as the cluster fits; ``grace_period=0`` lets ASHA
+    judge a trial after a quarter of the longest trial's epochs.
+    """
+
+    space: SearchSpace
+    num_samples: int = 8
+    seed: int = 0
+    max_concurrent: int = 0
+    grace_period: int = 0
+    reduction_factor: int = 2
+
+    def __post_init__(self) -> None:
+        checks = (("num_samples", 1, "a sweep needs at least one trial"),
+                  ("seed", 0, "use a seed >= 0"), ("max_concurrent", 0, "0 means: as many as fit"),
+                  ("grace_period", 0, "0 means: a quarter of the longest trial"),
+                  ("reduction_factor", 2, "ASHA keeps 1/reduction_factor of the trials per rung"))
+        for name, low, fix in checks:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"sweep {name} must be an integer >= {low} but got {value!r}; "
+                                  f"{fix}")
+
+
+@dataclass(frozen=True)
+class SweepContext:
+    """What every trial needs besides its sampled values (small: shipped to each trial)."""
+
+    data: DataRef
+    spec: DatasetSpec
+    base: TrainConfig  # strategy config with teachers / warm start already filled in
+    space: SearchSpace
+    storage: str
+    resources: JobResources
+
+    def job(self, values: Mapping[str, Any], trial_id: str = "") -> JobSpec:
+        cfg = self.space.apply(self.base, values)
+        return make_job(self.data, self.spec, cfg, self.storage, splits=("val",),
+                        label=f"{self.space.strategy} trial {trial_id}".strip())
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    trial_id: str
+    values: dict[str, Any]  # the sampled hyper-parameters
+    job: JobSpec
+    status: str  # finished | stopped (by ASHA) | diverged | error
+    record: RunRecord | None  # the run store record of a finished trial
+    last: dict[str, Any]  # the last metrics the trial reported
+    error: str = ""
+
+    @property
+    def val_score(self) -> float | None:
+        if self.record is None:
+            return None
+        return selection_score(self.record.metrics["val"], "fused")
+
+
+def stored_history(folder: Path) -> list[dict[str, Any]] | None:
+    """The per-epoch history of the finished run in ``folder``, or None."""
+    if load_record(folder) is None:
+        return None
+    return json.loads((folder / "result.json").read_text())["history"]
+
+
+def trial_fn(config: dict[str, Any], ctx: SweepContext) -> None:
+    """One trial: replay a finished run, or drive a TorchTrainer that reports every epoch."""
+    job = ctx.job(config, tune.get_context().get_trial_id())
+    history = stored_history(job.folder)
+    if history is not None:
+        best = None
+        for flat in history:
+            best = running_best(best, flat.get("score"))
+            tune.report({**report_metrics(flat, best), "reused": 1})
+        return
+    result = fit_job(job, ctx.resources, callbacks=[TuneReportCallback()])
+    finished_record(job, result)  # TrainingDiverged -> this trial is marked failed
+
+
+def experiment_name(ctx: SweepContext, cfg: SweepConfig) -> str:
+    """Deterministic, so ``--resume`` finds the sweep that the same arguments started."""
+    ident = {"base": ctx.base.to_dict(), "space": [vars(p) for p in ctx.space],
+             "num_samples": cfg.num_samples, "seed": cfg.seed, "data": vars(ctx.data)}
+    digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode())
+    return f"{ctx.space.strategy}-{ctx.spec.name}-s{cfg.seed}-{digest.hexdigest()[:10]}"
+
+
+def max_epochs(ctx: SweepContext) -> int:
+    """Epochs of the longest possible trial (every key at its largest value)."""
+    cfg = ctx.space.apply(ctx.base, ctx.space.corner())
+    return sum(p.epochs for p in build(ctx.spec, cfg).phases())
+
+
+def _tuner(ctx: SweepContext, cfg: SweepConfig, name: str) -> tune.Tuner:
+    max_t = max_epochs(ctx)
+    asha = ASHAScheduler(time_attr="training_iteration", max_t=max_t,
+                         grace_period=cfg.grace_period or max(1, max_t // 4),
+                         reduction_factor=cfg.reduction_factor)
+    search = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=cfg.seed))
+    return tune.Tuner(
+        _trainable(ctx),
+        param_space=ctx.space.to_tune(),
+        tune_config=tune.TuneConfig(
+            metric=BEST_KEY, mode="max", search_alg=search, scheduler=asha,
+            num_samples=cfg.num_samples,
+            max_concurrent_trials=cfg.max_concurrent or max_concurrent(ctx.resources),
+            trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}"),
+        run_config=tune.RunConfig(name=name, storage_path=tune_storage(ctx.storage),
+                                  failure_config=tune.FailureConfig(max_failures=0)),
+    )
+
+
+def _trainable(ctx: SweepContext) -> Any:
+    """The trial function with its context attached; a trial is only a driver (no CPU)."""
+    return tune.with_resources(tune.with_parameters(trial_fn, ctx=ctx),
+                               {"cpu": 0, **driver_resources()})
+
+
+def tune_storage(storage: str) -> str:
+    return os.path.join(storage, RAY_DIR, "tune")
+
+
+def run_sweep(ctx: SweepContext, cfg: SweepConfig, resume: bool = False) -> list[TrialOutcome]:
+    """Run (or, with ``resume``, restore and finish) the sweep; one outcome per trial."""
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", CHECKPOINT_PERIOD_S)
+    name = experiment_name(ctx, cfg)
+    path = os.path.join(tune_storage(ctx.storage), name)
+    if resume:
+        if not tune.Tuner.can_restore(path):
+            raise ConfigError(f"--resume: no interrupted sweep at {path}; run without --resume "
+                              "(with the same arguments as the interrupted run) to start one")
+        print(f"[sweep] resuming {path}", flush=True)
+        tuner = tune.Tuner.restore(path, trainable=_trainable(ctx), resume_unfinished=True,
+                                   resume_errored=True)
+    else:
+        if os.path.isdir(path):  # Tune state only; finished runs stay in the run store
+            print(f"[sweep] starting over: replacing the earlier sweep state in {path} "
+                  "(finished trials are reused from the run store)", flush=True)
+            shutil.rmtree(path)
+        tuner = _tuner(ctx, cfg, name)
+    grid = tuner.fit()
+    return [_outcome(ctx, r) for r in grid]
+
+
+def _outcome(ctx: SweepContext, result: tune.Result) -> TrialOutcome:
+    trial_id = Path(result.path).name.removeprefix("trial_")
+    values = {k: native(v) for k, v in (result.config or {}).items()}
+    job = ctx.job(values, trial_id)
+    record = load_record(job.folder)
+    last = dict(result.metrics or {})
+    if result.error is not None:
+        status = "diverged" if _diverged(result.error) else "error"
+        return TrialOutcome(trial_id, values, job, status, None, last, _first_line(result.error))
+    return TrialOutcome(trial_id, values, job, "finished" if record else "stopped", record, last)
+
+
+def _diverged(err: BaseException) -> bool:
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, TrainingDiverged):
+            return True
+        seen = getattr(seen, "cause", None) or seen.__cause__
+    return TrainingDiverged.__name__ in str(err)
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [ln for ln in str(err).splitlines() if TrainingDiverged.__name__ in ln]
+    return (lines or str(err).splitlines() or [type(err).__name__])[-1].strip()[:300]
+
+
+def best_trial(outcomes: Sequence[TrialOutcome]) -> TrialOutcome | None:
+    """The finished trial with the best validation selection score (None if none finished)."""
+    done = [o for o in outcomes if o.status == "finished"]
+    return max(done, key=lambda o: o.val_score or 0.0, default=None)
+
+
+def describe(outcomes: Sequence[TrialOutcome]) -> str:
+    """One line per trial: id, status, validation score and sampled values."""
+    lines = []
+    for o in sorted(outcomes, key=lambda o: o.trial_id):
+        score = o.val_score if o.val_score is not None else o.last.get(BEST_KEY)
+        shown = f"{100 * score:.2f}" if isinstance(score, float) else "-"
+        values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in sorted(o.values.items()))
+        tail = f"  [{o.error}]" if o.error else ""
+        lines.append(f"  {o.trial_id:<12} {o.status:<9} val {shown:>6}  {values}{tail}")
+    return "\n".join(lines)
+

@@ -1,0 +1,243 @@
+"""The thin adapter between Ray Train and ``trainers``: the per-worker function and its driver.
+
+The worker builds the dataset itself from a :class:`DataRef` (data never travels through the
+object store), runs the one training loop with a callback that sends every epoch to
+``ray.train.report`` together with the loop's resumable state as a checkpoint, and resumes from
+``ray.train.get_checkpoint()`` after a worker failure. A finished run is written to the run store
+in the layout of :mod:`trainers.runs` (``<storage>/<run_name>/model.pt`` + ``result.json``), so a
+run trained on Ray is reused locally and vice versa. The rank-0 return value carries the outcome
+(V2 ``Result.metrics`` only reflects checkpointed reports, RAY_NOTES section 4).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+import torch
+from ray.train.torch import TorchTrainer
+
+from trainers.api import evaluate_splits, train
+from trainers.checkpoint import save_checkpoint
+from trainers.config import ConfigError, TrainConfig
+from trainers.data import DataBundle, create_dataset, list_datasets
+from trainers.data.contract import DatasetSpec
+from trainers.loop import EpochReport, TrainingDiverged
+from trainers.runs import RunRecord, load_record, run_name, write_record
+
+STATE_FILE = "loop_state.pt"
+BEST_KEY = "val_best"  # running best validation selection score: what sweeps optimise
+RAY_DIR = "_ray"  # Ray's own files (Train runs, Tune experiments) under the storage path
+EVAL_SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class DataRef:
+    """A dataset by registered name and factory arguments: all a worker needs to build it."""
+
+    name: str
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.name not in list_datasets():
+            raise ConfigError(f"unknown dataset {self.name!r}; valid datasets: "
+                              f"{', '.join(list_datasets())}")
+        object.__setattr__(self, "kwargs", dict(self.kwargs))
+
+    def load(self) -> DataBundle:
+        return create_dataset(self.name, **self.kwargs)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One training run: what to train, where its results go, and which splits it scores.
+
+    ``fail_once_at_epoch`` is a fault drill: the worker crashes once right after reporting that
+    epoch (a marker file records that it did), and Train must resume it from the checkpoint.
+    """
+
+    data: DataRef
+    config: TrainConfig
+    name: str  # trainers.runs.run_name(spec, config)
+    storage: str  # absolute path of the run store
+    splits: tuple[str, ...] = ("val", "test")
+    label: str = ""  # for progress lines, e.g. "unimodal:m1 seed 0"
+    fail_once_at_epoch: int = 0
+
+    def __post_init__(self) -> None:
+        bad = [s for s in self.splits if s not in EVAL_SPLITS]
+        if bad or not self.splits:
+            raise ConfigError(f"JobSpec splits must be a non-empty subset of {list(EVAL_SPLITS)} "
+                              f"but got {self.splits!r}")
+        if self.fail_once_at_epoch < 0:
+            raise ConfigError(f"JobSpec fail_once_at_epoch cannot be negative but got "
+                              f"{self.fail_once_at_epoch!r}; use 0 for no fault drill")
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.storage) / self.name
+
+    @property
+    def fail_marker(self) -> Path:
+        return Path(self.storage) / RAY_DIR / f"{self.name}.failed-once"
+
+
+def make_job(data: DataRef, spec: DatasetSpec, cfg: TrainConfig, storage: str | Path,
+             **kw: Any) -> JobSpec:
+    """A job named with :func:`trainers.runs.run_name`, the one naming function."""
+    return JobSpec(data, cfg, run_name(spec, cfg), os.path.abspath(storage), **kw)
+
+
+@dataclass(frozen=True)
+class JobResources:
+    """Resources of one job's single Train worker and its retry budget.
+
+    ``use_gpu=None`` means: one GPU per worker when the cluster has GPUs, else CPUs only.
+    """
+
+    cpus_per_worker: float = 1.0
+    use_gpu: bool | None = None
+    max_failures: int = 2
+
+    def __post_init__(self) -> None:
+        if not self.cpus_per_worker > 0:
+            raise ConfigError(f"cpus_per_worker must be positive but got "
+                              f"{self.cpus_per_worker!r}; fractions like 0.5 are fine")
+        if self.max_failures < -1:
+            raise ConfigError(f"max_failures must be >= -1 (-1: retry forever) but got "
+                              f"{self.max_failures!r}")
+
+    def gpu(self) -> bool:
+        return bool(ray.cluster_resources().get("GPU")) if self.use_gpu is None else self.use_gpu
+
+    def scaling(self) -> ray.train.ScalingConfig:
+        return ray.train.ScalingConfig(num_workers=1, use_gpu=self.gpu(),
+                                       resources_per_worker={"CPU": self.cpus_per_worker})
+
+
+# --- worker side --------------------------------------------------------------------------------
+
+
+def running_best(best: float | None, score: float | None) -> float | None:
+    if score is None:
+        return best
+    return score if best is None else max(best, score)
+
+
+def report_metrics(flat: Mapping[str, Any], best: float | None) -> dict[str, Any]:
+    """What goes to Ray per epoch: the flat report without empty values, plus ``val_best``."""
+    out = {k: v for k, v in flat.items() if v is not None}
+    if best is not None:
+        out[BEST_KEY] = best
+    return out
+
+
+class RayReporter:
+    """Loop callback: one ``ray.train.report`` per epoch, with the loop state as checkpoint."""
+
+    def __init__(self, job: JobSpec, history: Sequence[Mapping[str, Any]]) -> None:
+        self.job = job
+        self.best: float | None = None
+        for past in history:
+            self.best = running_best(self.best, past.get("score"))
+
+    def on_epoch_end(self, report: EpochReport, state: Callable[[], dict[str, Any]]) -> None:
+        self.best = running_best(self.best, report.score)
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.save(state(), Path(tmp) / STATE_FILE)
+            ray.train.report(report_metrics(report.flat(), self.best),
+                             checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        self._fault_drill(report.epoch)
+
+    def _fault_drill(self, epoch: int) -> None:
+        marker = self.job.fail_marker
+        if epoch == self.job.fail_once_at_epoch and not marker.exists():
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(f"crashed after epoch {epoch}\n")
+            raise RuntimeError(f"fault drill: worker of {self.job.name} crashes after epoch "
+                               f"{epoch}")
+
+
+def restored_state() -> dict[str, Any] | None:
+    """The loop state of the last reported checkpoint, when Train restarted this run."""
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None:
+        return None
+    with ckpt.as_directory() as folder:
+        return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def _threads(cfg: TrainConfig) -> TrainConfig:
+    """One torch thread per CPU granted to the worker (``num_threads`` is not part of the name)."""
+    if cfg.num_threads:
+        return cfg
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    return cfg.replace(num_threads=max(1, int(cpus)))
+
+
+def train_fn_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
+    """Train ``loop_config["job"]``; returns the outcome (rank 0 writes the run store)."""
+    job: JobSpec = loop_config["job"]
+    data = job.data.load()
+    resume = restored_state()
+    history = resume["history"] if resume else []
+    outcome = {"node_id": ray.get_runtime_context().get_node_id(), "name": job.name,
+               "resumed_from": int(resume["epoch"]) if resume else 0}
+    t0 = time.perf_counter()
+    try:
+        strategy, result = train(data, _threads(job.config), [RayReporter(job, history)], resume)
+    except TrainingDiverged as err:
+        return {**outcome, "diverged": str(err)}
+    metrics = evaluate_splits(strategy, data, job.splits)
+    wall = time.perf_counter() - t0 + (history[-1]["wall_time_s"] if history else 0.0)
+    if ray.train.get_context().get_world_rank() == 0:
+        job.folder.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(strategy, job.folder / "model.pt", run=job.name)
+        write_record(job.folder, metrics, result.epochs_run, wall,
+                     [r.flat() for r in result.history])
+    return {**outcome, "epochs": result.epochs_run, "wall_time_s": wall}
+
+
+# --- driver side --------------------------------------------------------------------------------
+
+
+def train_storage(storage: str) -> str:
+    return os.path.join(storage, RAY_DIR, "train")
+
+
+def fit_job(job: JobSpec, resources: JobResources,
+            callbacks: Sequence[Any] = ()) -> ray.train.Result:
+    """Run ``job`` as a one-worker ``TorchTrainer``. The Train run is named after the run, so
+    rerunning an interrupted job resumes it from its last checkpoint (Train V2 semantics)."""
+    trainer = TorchTrainer(
+        train_fn_per_worker,
+        train_loop_config={"job": job},
+        scaling_config=resources.scaling(),
+        run_config=ray.train.RunConfig(
+            name=job.name,
+            storage_path=train_storage(job.storage),
+            failure_config=ray.train.FailureConfig(max_failures=resources.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            callbacks=list(callbacks),
+        ),
+    )
+    return trainer.fit()
+
+
+def finished_record(job: JobSpec, result: ray.train.Result) -> RunRecord:
+    """The run store record a successful job wrote; raises when the loss diverged."""
+    outcome = result.return_value or {}
+    if "diverged" in outcome:
+        raise TrainingDiverged(f"{job.label or job.name}: {outcome['diverged']}")
+    record = load_record(job.folder)
+    if record is None:
+        raise RuntimeError(f"{job.name}: Train finished but wrote no run record under "
+                           f"{job.folder}; is the storage path shared by all nodes?")
+    return replace(record, reused=False)
