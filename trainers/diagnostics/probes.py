@@ -108,7 +108,8 @@ def check_probe_target(strategy: Strategy, data: DataBundle, modality: str) -> n
 def extract_features(encoder: nn.Module, ds: MultimodalDataset, modality: str,
                      batch_size: int = 256) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Embeddings of ``modality`` for a whole split (eval mode) and its ids (y, camid...)."""
-    device = next(iter(encoder.parameters())).device
+    param = next(iter(encoder.parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")
     encoder.eval()
     feats, ids = [], {"y": [], "camid": [], "sceneid": []}
     for batch in iterate_batches(ds, batch_size):
