@@ -39,7 +39,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     data = create_dataset(args.dataset)
     noise = NoiseConfig(levels=tuple(args.noise_levels), seed=args.seed)
     written = diagnose_store(data, args.store, args.results, ProbeConfig(max_iter=args.probe_iters),
-                             noise)
+                             noise, redo=args.redo)
     print(f"wrote {len(written)} run(s) of rows to {args.results}")
     return 0
 
@@ -83,6 +83,7 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--noise-levels", type=float, nargs="+", default=list(NoiseConfig().levels))
     d.add_argument("--probe-iters", type=int, default=ProbeConfig().max_iter)
     d.add_argument("--seed", type=int, default=0, help="seed of the test-time noise")
+    d.add_argument("--redo", action="store_true", help="recompute runs already diagnosed")
     c = sub.add_parser("recommend", help="selection trick: UMT or UME for a dataset")
     c.add_argument("--dataset", required=True, help=f"one of {', '.join(list_datasets())}")
     c.add_argument("--store", default="runs", help="folder of finished runs (reused)")

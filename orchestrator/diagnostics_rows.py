@@ -113,17 +113,12 @@ def stored_runs(store: str | Path, dataset: str) -> list[StoredRun]:
     return out
 
 
-def run_rows(run: StoredRun, spec: DatasetSpec) -> list[dict[str, Any]]:
-    """The training rows of a stored run (its metrics as ``trainers.runs`` saved them)."""
-    return _rows(run.name, run, spec, run.record.metrics, run.record.wall_time_s,
-                 run.record.epochs)
-
-
-def _rows(run_id: str, run: StoredRun, spec: DatasetSpec, metrics: Mapping,
-          wall: float = 0.0, epochs: int = 0) -> list[dict[str, Any]]:
-    return result_rows(run_id, run.config.strategy, spec.name, run.config.seed,
-                       run.config.to_dict(), metrics, dataset_version=dataset_version(spec),
-                       wall_time_s=wall, epochs=epochs)
+def record_rows(record: RunRecord, cfg: TrainConfig, spec: DatasetSpec,
+                trial_id: str = "") -> list[dict[str, Any]]:
+    """The training rows of a finished run (its metrics as ``trainers.runs`` saved them)."""
+    return result_rows(record.name, cfg.strategy, spec.name, cfg.seed, cfg.to_dict(),
+                       record.metrics, dataset_version=dataset_version(spec),
+                       wall_time_s=record.wall_time_s, epochs=record.epochs, trial_id=trial_id)
 
 
 def _put(out: Metrics, split: str, modality: str, metric: str, value: float) -> None:
@@ -194,7 +189,9 @@ def run_diagnostics(run: StoredRun, runs: list[StoredRun], data: DataBundle,
         for split, by_mod in robustness_metrics(robustness(strategy, data, noise_cfg)).items():
             for m, values in by_mod.items():
                 metrics.setdefault(split, {}).setdefault(m, {}).update(values)
-    return _rows(run.name + DIAGNOSTICS_SUFFIX, run, spec, metrics)
+    return result_rows(run.name + DIAGNOSTICS_SUFFIX, run.config.strategy, spec.name,
+                       run.config.seed, run.config.to_dict(), metrics,
+                       dataset_version=dataset_version(spec), wall_time_s=0.0, epochs=0)
 
 
 def unimodal_groups(runs: list[StoredRun], spec: DatasetSpec) -> list[dict[str, StoredRun]]:
@@ -255,17 +252,21 @@ def existing_run_ids(results: str | Path) -> set[str]:
 
 def diagnose_store(data: DataBundle, store: str | Path, results: str | Path,
                    probe_cfg: ProbeConfig | None = None, noise_cfg: NoiseConfig | None = None,
-                   log: Callable[[str], None] = print) -> list[str]:
+                   log: Callable[[str], None] = print, redo: bool = False) -> list[str]:
     """Write training rows (when missing) and diagnostics rows for every finished run of
-    ``data``'s dataset in ``store``; returns the run_ids written."""
+    ``data``'s dataset in ``store``; returns the run_ids written. Runs that already have
+    diagnostics in ``results`` are skipped unless ``redo``."""
     probe_cfg, noise_cfg = probe_cfg or ProbeConfig(), noise_cfg or NoiseConfig()
     runs = stored_runs(store, data.spec.name)
     if not runs:
         raise FileNotFoundError(f"no finished runs of dataset {data.spec.name!r} in "
                                 f"{str(store)!r}; train some first (python -m trainers)")
     have = existing_run_ids(results)
-    batches = [run_rows(r, data.spec) for r in runs if r.name not in have]
+    batches = [record_rows(r.record, r.config, data.spec) for r in runs if r.name not in have]
     for r in runs:
+        if not redo and r.name + DIAGNOSTICS_SUFFIX in have:
+            log(f"{r.name}: has diagnostics already (redo to recompute)")
+            continue
         log(f"diagnosing {r.name}")
         batches.append(run_diagnostics(r, runs, data, probe_cfg, noise_cfg))
     for group in unimodal_groups(runs, data.spec):

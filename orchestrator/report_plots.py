@@ -6,6 +6,7 @@ writes one PNG. Values are percentages; error bars are the sample std over seeds
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -124,9 +125,9 @@ def sweep_plot(trial_ids: Sequence[str], values: Sequence[float], ylabel: str, t
                path: Path) -> Path:
     """Validation metric of every trial in order, and the best so far."""
     best, running = [], float("-inf")
-    for v in values:
-        running = max(running, v)
-        best.append(running)
+    for v in values:  # failed trials are NaN: skipped by max, not drawn
+        running = running if math.isnan(v) else max(running, v)
+        best.append(running if running > float("-inf") else float("nan"))
     xs = list(range(1, len(values) + 1))
     fig, ax = plt.subplots(figsize=(max(6.0, 0.25 * len(xs) + 4), 4.2), layout="constrained")
     ax.plot(xs, values, "o", color="#2f6db5", label="trial")

@@ -188,8 +188,11 @@ def test_diagnose_store_writes_every_diagnostic_and_the_report_reads_them(tiny, 
     assert value(concat, "dmc") == pytest.approx(value(concat, "mir") / mir_uni)
     n = len(df)
     diagnose_store(tiny, store, res, ProbeConfig(max_iter=50), NoiseConfig(levels=(0, 0.5)),
-                   log=lambda _: None)
+                   log=lambda _: None, redo=True)
     assert len(read_results(res)) == n  # reruns replace their rows, never duplicate them
+    said: list[str] = []
+    diagnose_store(tiny, store, res, log=said.append)  # diagnosed runs are skipped
+    assert len(said) == 4 and all("has diagnostics already" in s for s in said)
     md = (build_report(res) / "report.md").read_text()
     for section in ("## Comparison", "## Modality laziness", "## Modality imbalance",
                     "## Robustness", "## Selection trick"):
