@@ -6,8 +6,9 @@
 - ``recommend --dataset NAME [--store DIR] [--seed S] [--epochs N]``: train (or reuse) the
   unimodal runs, run the selection trick and print UMT or UME with both numbers.
 
-Runs are trained locally with ``trainers.runs.train_or_reuse`` (same run names as the Ray jobs,
-so a store filled by either is reused).
+Runs are trained locally with ``trainers.runs.train_or_reuse``. The Ray jobs
+(``orchestrator.jobs.train_unimodal``) name runs with the same function and use the same store
+layout, so ``--store`` may point at their storage: finished runs are reused, not retrained.
 """
 
 from __future__ import annotations
