@@ -48,8 +48,14 @@ from trainers.data.contract import DatasetSpec
 from trainers.loop import TrainingDiverged, selection_score
 from trainers.runs import RunRecord, load_record
 
-# Tune snapshots the experiment every >= 10 s by default; often enough that restore has state.
-CHECKPOINT_PERIOD_S = "1"
+TUNE_ENV = {
+    # Tune snapshots the experiment every >= 10 s by default; often enough that restore has state.
+    "TUNE_GLOBAL_CHECKPOINT_S": "1",
+}
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Tune stopped on Ctrl-C (SIGINT) with trials unfinished; ``--resume`` continues it."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,8 @@ class SweepConfig:
     """How to search: ``num_samples`` trials, TPE seeded with ``seed``, ASHA over epochs.
 
     ``max_concurrent=0`` runs as many trials as the cluster fits; ``grace_period=0`` lets ASHA
-    judge a trial after a quarter of the longest trial's epochs.
+    judge a trial after a quarter of the longest trial's epochs, and not before the longest
+    first stretch without a validation score (ReconBoost's first stage).
     """
 
     space: SearchSpace
@@ -70,7 +77,7 @@ class SweepConfig:
     def __post_init__(self) -> None:
         checks = (("num_samples", 1, "a sweep needs at least one trial"),
                   ("seed", 0, "use a seed >= 0"), ("max_concurrent", 0, "0 means: as many as fit"),
-                  ("grace_period", 0, "0 means: a quarter of the longest trial"),
+                  ("grace_period", 0, "0 means: automatic"),
                   ("reduction_factor", 2, "ASHA keeps 1/reduction_factor of the trials per rung"))
         for name, low, fix in checks:
             value = getattr(self, name)
@@ -142,16 +149,19 @@ def experiment_name(ctx: SweepContext, cfg: SweepConfig) -> str:
     return f"{ctx.space.strategy}-{ctx.spec.name}-s{cfg.seed}-{digest.hexdigest()[:10]}"
 
 
-def max_epochs(ctx: SweepContext) -> int:
-    """Epochs of the longest possible trial (every key at its largest value)."""
+def schedule(ctx: SweepContext) -> tuple[int, int]:
+    """(epochs of the longest possible trial, epochs before its first validation score), with
+    every key at its largest value: ASHA's ``max_t`` and the least sensible grace period."""
     cfg = ctx.space.apply(ctx.base, ctx.space.corner())
-    return sum(p.epochs for p in build(ctx.spec, cfg).phases())
+    epochs = [(p.epochs, p.evaluate != "never") for p in build(ctx.spec, cfg).phases()]
+    first = next((i for i, (_, scored) in enumerate(epochs) if scored), len(epochs) - 1)
+    return sum(e for e, _ in epochs), sum(e for e, _ in epochs[:first + 1])
 
 
 def _tuner(ctx: SweepContext, cfg: SweepConfig, name: str) -> tune.Tuner:
-    max_t = max_epochs(ctx)
+    max_t, first_score = schedule(ctx)
     asha = ASHAScheduler(time_attr="training_iteration", max_t=max_t,
-                         grace_period=cfg.grace_period or max(1, max_t // 4),
+                         grace_period=cfg.grace_period or max(first_score, max_t // 4),
                          reduction_factor=cfg.reduction_factor)
     search = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=cfg.seed))
     return tune.Tuner(
@@ -179,7 +189,8 @@ def tune_storage(storage: str) -> str:
 
 def run_sweep(ctx: SweepContext, cfg: SweepConfig, resume: bool = False) -> list[TrialOutcome]:
     """Run (or, with ``resume``, restore and finish) the sweep; one outcome per trial."""
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", CHECKPOINT_PERIOD_S)
+    for key, value in TUNE_ENV.items():
+        os.environ.setdefault(key, value)
     name = experiment_name(ctx, cfg)
     path = os.path.join(tune_storage(ctx.storage), name)
     if resume:
@@ -196,6 +207,9 @@ def run_sweep(ctx: SweepContext, cfg: SweepConfig, resume: bool = False) -> list
             shutil.rmtree(path)
         tuner = _tuner(ctx, cfg, name)
     grid = tuner.fit()
+    if grid.num_terminated + grid.num_errors < max(len(grid), cfg.num_samples):
+        raise SweepInterrupted(f"sweep interrupted, its state is saved in {path}; run again "
+                               "with the same arguments and --resume to finish it")
     return [_outcome(ctx, r) for r in grid]
 
 

@@ -11,6 +11,7 @@ run trained on Ray is reused locally and vice versa. The rank-0 return value car
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
@@ -132,10 +133,13 @@ def running_best(best: float | None, score: float | None) -> float | None:
 
 
 def report_metrics(flat: Mapping[str, Any], best: float | None) -> dict[str, Any]:
-    """What goes to Ray per epoch: the flat report without empty values, plus ``val_best``."""
+    """What goes to Ray per epoch: the flat report without empty values, plus ``val_best``.
+
+    Before the first validation score (ReconBoost's first boosting phase) ``val_best`` is NaN:
+    Tune and Optuna need the metric in every result, and ASHA never stops a trial on NaN.
+    """
     out = {k: v for k, v in flat.items() if v is not None}
-    if best is not None:
-        out[BEST_KEY] = best
+    out[BEST_KEY] = math.nan if best is None else best
     return out
 
 

@@ -25,7 +25,7 @@ from orchestrator.aggregate import (
 )
 from orchestrator.jobs import JobsFailed, StorageError, default_storage, prepare_storage
 from orchestrator.jobs import train_unimodal as train_unimodal_jobs
-from orchestrator.ray_utils import ClusterUnreachable, ray_session
+from orchestrator.ray_utils import ClusterUnreachable, check_address, ray_session
 from orchestrator.space import SearchSpace, SpaceError
 from orchestrator.sweep import (
     SweepConfig,
@@ -127,6 +127,8 @@ def _space(script: Script, args: argparse.Namespace) -> SearchSpace:
 def setup(script: Script, args: argparse.Namespace) -> Setup:
     """Validate everything before Ray starts; raises one of :data:`USER_ERRORS`."""
     budget = script.smoke if args.smoke_test else script.full
+    if args.address:
+        check_address(args.address)
     data_ref = DataRef(args.dataset)
     base = TrainConfig(epochs=args.epochs or budget.epochs, **budget.model)
     seeds = tuple(args.seeds if args.seeds is not None else budget.seeds)
@@ -177,8 +179,8 @@ def main(script: Script, body: Callable[[Setup], str], argv: list[str] | None = 
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; run again with the same arguments and --resume to continue",
+    except KeyboardInterrupt as err:
+        print(f"interrupted: {err or 'run again with the same arguments and --resume'}",
               file=sys.stderr)
         return 130
     print(f"\n{table}\n({time.perf_counter() - t0:.0f} s)", flush=True)
