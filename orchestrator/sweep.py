@@ -51,6 +51,9 @@ from trainers.runs import RunRecord, load_record
 TUNE_ENV = {
     # Tune snapshots the experiment every >= 10 s by default; often enough that restore has state.
     "TUNE_GLOBAL_CHECKPOINT_S": "1",
+    # Ctrl-C raises KeyboardInterrupt at once. Tune's own handler would end fit() "normally"
+    # with every trial marked TERMINATED, indistinguishable from a finished sweep.
+    "TUNE_DISABLE_SIGINT_HANDLER": "1",
 }
 
 
@@ -206,10 +209,11 @@ def run_sweep(ctx: SweepContext, cfg: SweepConfig, resume: bool = False) -> list
                   "(finished trials are reused from the run store)", flush=True)
             shutil.rmtree(path)
         tuner = _tuner(ctx, cfg, name)
-    grid = tuner.fit()
-    if grid.num_terminated + grid.num_errors < max(len(grid), cfg.num_samples):
+    try:
+        grid = tuner.fit()
+    except KeyboardInterrupt:
         raise SweepInterrupted(f"sweep interrupted, its state is saved in {path}; run again "
-                               "with the same arguments and --resume to finish it")
+                               "with the same arguments and --resume to finish it") from None
     return [_outcome(ctx, r) for r in grid]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -52,3 +53,29 @@ def reid_ckpts(tiny_reid: DataBundle,
                tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Finished unimodal reid runs for the tiny reid data."""
     return finished_unimodal_runs(tiny_reid, tmp_path_factory.mktemp("reid_runs"))
+
+
+# --- Ray (orchestrator tests) ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[str]:
+    """ONE local Ray for the whole test session (2 CPUs), shut down at its end; yields its address.
+
+    The dashboard stays on: Train inside Tune with ASHA early stopping needs its State API to free
+    the placement groups of stopped trials (RAY_NOTES section 9, pitfall 1). ``RAY_TMPDIR`` is a
+    short fresh folder (Ray's socket paths must stay under ~107 characters).
+    """
+    import shutil
+    import tempfile
+
+    import ray
+
+    tmp = tempfile.mkdtemp(prefix="ray")
+    os.environ["RAY_TMPDIR"] = tmp
+    ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1")
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)

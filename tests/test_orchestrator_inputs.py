@@ -1,0 +1,171 @@
+"""Bad input to the orchestrator and the sweep scripts: one clear line each, before Ray starts.
+
+None of these tests starts Ray: every check runs before the scripts connect.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from orchestrator.aggregate import display_frame, write_and_summarise
+from orchestrator.jobs import StorageError, prepare_storage
+from orchestrator.ray_utils import ClusterUnreachable, check_address
+from orchestrator.results import read_results, result_rows
+from orchestrator.space import Param, SearchSpace, SpaceError
+from orchestrator.sweep import SweepConfig
+from orchestrator.train_fn import BEST_KEY, DataRef, JobResources, report_metrics, running_best
+from sweeps import reconboost_tune, umt_tune, unimodal_ensembles
+from trainers.config import ConfigError
+
+UMT = {"lambda_distill": "uniform:0:100", "lr": "loguniform:3e-4:3e-3"}
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str], code: int) -> str:
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    return err
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize(("space", "needle"), [
+    ({"lamda": "uniform:0:1"}, "unknown key 'lamda'; valid keys: lambda_distill"),
+    ({"lr": "uniform:0.1:0.1"}, "range uniform:0.1:0.1 is empty"),
+    ({"lr": "uniform:0.1:0.01"}, "is inverted (low > high); swap the ends: uniform:0.01:0.1"),
+    ({"lr": "loguniform:0:1"}, "loguniform needs low > 0"),
+    ({"lr": "normal:0:1"}, "unknown distribution 'normal'"),
+    ({"lr": "choice:"}, "choice has no values"),
+    ({"lr": "uniform:a:b"}, "two numbers"),
+    ({"lambda_distill": "uniform:-1:3"}, "lambda_distill cannot be negative but got -1.0"),
+])
+def test_bad_search_space_names_key_value_and_fix(space: dict, needle: str) -> None:
+    with pytest.raises(SpaceError) as err:
+        SearchSpace.from_dict("umt", space)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_unknown_strategy_and_empty_space() -> None:
+    with pytest.raises(SpaceError, match="unknown strategy 'umtt'; valid strategies: .*umt"):
+        SearchSpace.from_dict("umtt", UMT)
+    with pytest.raises(SpaceError, match="empty"):
+        SearchSpace.from_dict("umt", {})
+
+
+def test_space_routes_keys_and_converts_to_tune() -> None:
+    space = SearchSpace.from_dict("reconboost", {"lr": "loguniform:1e-3:0.1",
+                                                 "stages": "int:1:3", "head": "choice:linear,mlp"})
+    from trainers.config import TrainConfig
+
+    cfg = space.apply(TrainConfig(strategy="reconboost"), {"lr": 0.05, "stages": 2, "head": "mlp"})
+    assert cfg.params == {"lr": 0.05, "stages": 2} and cfg.head == "mlp" and cfg.lr == 1e-3
+    assert space.corner() == {"lr": 0.1, "stages": 3, "head": "linear"}
+    assert set(space.to_tune()) == {"lr", "stages", "head"}
+    assert Param.parse("k", ("uniform", 0, 1)) == Param("k", "uniform", 0.0, 1.0)
+
+
+def test_sweep_and_job_configs_validate() -> None:
+    space = SearchSpace.from_dict("umt", UMT)
+    with pytest.raises(ConfigError, match="num_samples must be an integer >= 1 but got 0"):
+        SweepConfig(space, num_samples=0)
+    with pytest.raises(ConfigError, match="reduction_factor"):
+        SweepConfig(space, reduction_factor=1)
+    with pytest.raises(ConfigError, match="cpus_per_worker must be positive but got 0"):
+        JobResources(cpus_per_worker=0)
+    with pytest.raises(ConfigError, match="unknown dataset 'nope'; valid datasets"):
+        DataRef("nope")
+
+
+def test_val_best_is_running_max_and_nan_before_first_score() -> None:
+    best = None
+    for score in (None, 0.5, 0.4, 0.7):
+        best = running_best(best, score)
+    assert best == 0.7
+    assert math.isnan(report_metrics({"score": None, "epoch": 1}, None)[BEST_KEY])
+    assert report_metrics({"score": None, "epoch": 1}, 0.5) == {"epoch": 1, BEST_KEY: 0.5}
+
+
+def test_address_with_no_cluster_fails_fast() -> None:
+    t0 = time.perf_counter()
+    with pytest.raises(ClusterUnreachable, match="no Ray cluster at '127.0.0.1:"):
+        check_address(f"127.0.0.1:{free_port()}", timeout_s=1.0)
+    assert time.perf_counter() - t0 < 5
+    with pytest.raises(ClusterUnreachable, match="not host:port"):
+        check_address("10.0.0.1:port")
+
+
+def test_storage_must_be_writable(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(StorageError, match="is not writable .* pass --storage"):
+        prepare_storage(blocker / "results")
+    assert prepare_storage(tmp_path / "new" / "store").is_dir()
+
+
+@pytest.mark.parametrize(("script", "args", "needle"), [
+    (umt_tune, ["--num-samples", "0"], "num_samples must be an integer >= 1 but got 0"),
+    (umt_tune, ["--space", "lr=uniform:0.01:0.001"], "inverted"),
+    (umt_tune, ["--space", "lr=uniform:0.01:0.01"], "empty"),
+    (reconboost_tune, ["--space", "lamda=uniform:0:1"], "unknown key 'lamda'"),
+    (reconboost_tune, ["--space", "lambda_boost"], "is not KEY=DIST"),
+    (unimodal_ensembles, ["--dataset", "nope"], "unknown dataset 'nope'"),
+    (unimodal_ensembles, ["--seeds", "-1"], "seed must be a non-negative int but got -1"),
+])
+def test_script_bad_input_is_one_line(script, args: list[str], needle: str, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [*args, "--storage", str(tmp_path)]
+    if "--dataset" not in args:
+        argv += ["--dataset", "synthetic_both"]
+    assert needle in one_line_error(capsys, script.main(argv))
+
+
+def test_script_unwritable_storage_and_dead_address(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "f").write_text("")
+    code = unimodal_ensembles.main(["--storage", str(tmp_path / "f" / "x"),
+                                    "--dataset", "synthetic_both"])
+    assert "is not writable" in one_line_error(capsys, code)
+    t0 = time.perf_counter()
+    code = umt_tune.main(["--address", f"127.0.0.1:{free_port()}", "--storage", str(tmp_path),
+                          "--dataset", "synthetic_both"])
+    assert "no Ray cluster at" in one_line_error(capsys, code)
+    assert time.perf_counter() - t0 < 10
+
+
+def _v0_part(folder: Path) -> None:
+    """A results file of the prototype's wide schema version 0 (no version recorded)."""
+    folder.mkdir(parents=True)
+    df = pd.DataFrame([{"run_id": "old-run", "strategy": "ume", "dataset": "synthetic_both",
+                        "seed": 1, "split": "test", "modality": "fused", "config_json": "{}",
+                        "wall_time_s": 1.0, "epochs": 0, "metric.accuracy": 0.5}])
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), folder / "old.parquet")
+
+
+def test_results_of_an_older_schema_are_migrated(tmp_path: Path) -> None:
+    _v0_part(tmp_path / "results")
+    rows = {f"r{s}": result_rows(f"r{s}", "ume", "synthetic_both", s, {"seed": s},
+                                 {"test": {"fused": {"accuracy": 0.6}}}, dataset_version="v1",
+                                 wall_time_s=1.0, epochs=0) for s in (0, 2)}
+    table = write_and_summarise(rows, tmp_path)
+    assert "ume" in table and "60.00 ± 0.00" in table
+    df = read_results(tmp_path / "results")
+    assert set(df["run_id"]) == {"old-run", "r0", "r2"}
+    assert df.loc[df["run_id"] == "old-run", "schema_version"].tolist() == [1]
+
+
+def test_unimodal_runs_are_labelled_by_modality() -> None:
+    df = pd.DataFrame({"strategy": ["unimodal", "ume"],
+                       "config_json": ['{"params":{"modality":"m1"}}', '{"params":{}}']})
+    assert display_frame(df)["strategy"].tolist() == ["unimodal:m1", "ume"]

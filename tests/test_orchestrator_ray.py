@@ -1,0 +1,170 @@
+"""The orchestrator on the session's local Ray (2 CPUs, dashboard on): the three scripts' smoke
+runs in-process, reuse, a worker crash resumed from its checkpoint, a diverged trial that fails
+alone, and a sweep interrupted with Ctrl-C then restored with ``--resume``.
+
+The tests share one run store (module scope), so the unimodal runs trained by the ensembles test
+are the teachers / warm starts of the sweeps, as in real use.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.results import COLUMNS, read_results
+from orchestrator.sweep import tune_storage
+from orchestrator.train_fn import DataRef, JobResources, finished_record, fit_job, make_job
+from sweeps import reconboost_tune, umt_tune, unimodal_ensembles
+from trainers.config import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMON = ["--smoke-test", "--dataset", "synthetic_both"]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("store")
+
+
+def ray_processes(tmp: str, wait_s: float = 5.0) -> list[str]:
+    """Command lines of processes of the Ray whose RAY_TMPDIR is ``tmp`` (after a short wait)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+        found = [line for line in ps.splitlines() if tmp in line]
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
+def mtimes(store: Path, pattern: str) -> dict[str, float]:
+    return {str(p): p.stat().st_mtime for p in store.glob(f"{pattern}/model.pt")}
+
+
+def test_unimodal_jobs_ensembles_and_reuse(ray_session: str, store: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert unimodal_ensembles.main([*COMMON, "--address", "auto", "--storage", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert len(re.findall(r"\[jobs\] trained unimodal:m\d seed 0", out)) == 2
+    assert re.search(r"ume\s+\d+\.\d\d", out) and "unimodal:m2" in out
+    df = read_results(store / "results")
+    assert list(df.columns) == list(COLUMNS)
+    test = df[df["split"] == "test"]
+    assert sorted(test["strategy"].unique()) == ["ume", "unimodal"]
+    assert test["run_id"].nunique() == 3 and (test["value"].between(0, 1)).all()
+    before = mtimes(store, "synthetic_both-*")
+
+    assert unimodal_ensembles.main([*COMMON, "--address", "auto", "--storage", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "[jobs] reusing 2 finished run(s)" in out and "[jobs] training" not in out
+    assert mtimes(store, "synthetic_both-*") == before  # nothing was trained or rewritten
+
+
+def test_worker_failure_resumes_from_checkpoint(ray_session: str, store: Path) -> None:
+    ref = DataRef("synthetic_both", {"n": 120, "dim": 4})
+    cfg = TrainConfig(strategy="fusion_concat", epochs=3, embed_dim=4, hidden_dim=8)
+    job = make_job(ref, ref.load().spec, cfg, store, fail_once_at_epoch=2)
+    result = fit_job(job, JobResources(cpus_per_worker=1, max_failures=1))
+    assert job.fail_marker.read_text().startswith("crashed after epoch 2")
+    assert result.return_value["resumed_from"] == 2  # not a restart from scratch
+    record = finished_record(job, result)
+    assert record.epochs == 3 and set(record.metrics) == {"val", "test"}
+    history = json.loads((record.path / "result.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+
+
+def test_umt_sweep_with_a_diverging_trial(ray_session: str, store: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    code = umt_tune.main([*COMMON, "--address", "auto", "--storage", str(store),
+                          "--num-samples", "3", "--space", "lr=choice:0.001,1e30"])
+    out = capsys.readouterr().out
+    assert code == 0, out[-3000:]
+    assert "diverged" in out and "finished" in out and re.search(r"umt\s+\d+\.\d\d", out)
+    df = read_results(store / "results")
+    umt = df[df["strategy"] == "umt"]
+    failed = umt[umt["value"].map(math.isnan)]
+    assert len(failed) >= 1 and (failed["trial_id"] != "").all() and set(failed["split"]) == {
+        "val"}
+    best = umt[(umt["split"] == "test") & (umt["modality"] == "fused")
+               & (umt["metric"] == "accuracy")]
+    assert len(best) == 1 and best["trial_id"].iloc[0] != ""  # seed 0 reuses the winning trial
+    assert json.loads(best["config_json"].iloc[0])["lr"] == 0.001
+
+
+def test_reconboost_sweep_warm_started(ray_session: str, store: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    code = reconboost_tune.main([*COMMON, "--address", "auto", "--storage", str(store)])
+    out = capsys.readouterr().out
+    assert code == 0, out[-3000:]
+    assert "[jobs] reusing 2 finished run(s)" in out  # the warm starts: ensembles test's runs
+    assert re.search(r"reconboost\s+\d+\.\d\d", out)
+    df = read_results(store / "results")
+    rb = df[(df["strategy"] == "reconboost") & (df["split"] == "test")]
+    config = json.loads(rb["config_json"].iloc[0])
+    assert set(config["params"]["warm_start"]) == {"m1", "m2"}
+
+
+def _terminated_trials(tune_dir: Path, known: set[Path]) -> set[str]:
+    """Trials that Tune's latest snapshot of a new experiment under ``tune_dir`` marks finished
+    (Tune's experiment_state JSON: what ``Tuner.restore`` will read)."""
+    done: set[str] = set()
+    for experiment in set(tune_dir.glob("umt-*")) - known:
+        for state in sorted(experiment.glob("experiment_state-*.json"))[-1:]:
+            try:
+                trials = json.loads(state.read_text())["trial_data"]
+            except (ValueError, KeyError):  # being rewritten
+                continue
+            done |= {t["trial_id"] for t in (json.loads(d[0]) for d in trials)
+                     if t["status"] == "TERMINATED"}
+    return done
+
+
+def _interrupt_after_first_trial(argv: list[str], env: dict[str, str], tune_dir: Path
+                                 ) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    known = set(tune_dir.glob("umt-*"))
+    proc = subprocess.Popen([sys.executable, *argv], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while not (finished := _terminated_trials(tune_dir, known)):
+        assert proc.poll() is None and time.monotonic() < deadline, "no trial finished"
+        time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), finished
+
+
+def test_interrupted_sweep_resumes(ray_session: str, store: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A real script run on its own local Ray, stopped with Ctrl-C after its first trial:
+    it exits 130 and shuts its Ray down; ``--resume`` finishes the sweep without rerunning the
+    finished trial."""
+    args = [*COMMON, "--storage", str(store), "--num-samples", "3",
+            "--space", "lambda_distill=uniform:1:10"]
+    own_tmp = tempfile.mkdtemp(prefix="rayi")
+    env = {**os.environ, "RAY_TMPDIR": own_tmp}
+    tune_dir = Path(tune_storage(str(store)))
+    done, finished = _interrupt_after_first_trial(["sweeps/umt_tune.py", *args], env, tune_dir)
+    assert done.returncode == 130, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "dashboard: http://127.0.0.1:" in done.stderr
+    assert "--resume" in done.stderr.strip().splitlines()[-1]
+    assert not ray_processes(own_tmp)  # the script shut its Ray down
+    shutil.rmtree(own_tmp, ignore_errors=True)
+    model_times = mtimes(store, "synthetic_both-umt-*")
+
+    assert umt_tune.main([*args, "--address", "auto", "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "[sweep] resuming" in out and "umt sweep, 3 trial(s)" in out
+    started = set(re.findall(r"Trial trial_fn_(\w+) started", out))
+    assert not started & finished  # finished trials were not run again
+    assert all(mtimes(store, "synthetic_both-umt-*")[p] == t for p, t in model_times.items())
