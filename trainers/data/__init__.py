@@ -39,6 +39,7 @@ def list_datasets() -> list[str]:
 
 def _import_builtin() -> None:
     import trainers.data.av_benchmarks  # noqa: F401
+    import trainers.data.avdigits  # noqa: F401
     import trainers.data.manifest  # noqa: F401
     import trainers.data.reid_benchmarks  # noqa: F401
     import trainers.data.reid_synth  # noqa: F401
