@@ -1,6 +1,7 @@
 """From finished runs to the results table: ensembles, best configurations on test, Parquet rows.
 
-* UME ensembles are assembled from finished unimodal runs (no training; a cheap local step).
+* UME and UniCat ensembles are assembled from finished unimodal runs (no training; a cheap
+  local step).
 * A sweep's best configuration (by validation) is rerun for every seed as ordinary jobs; the
   sweep's own seed reuses the winning trial's run. Each final model is scored on test once
   (:func:`ensure_test`: a trial only scored validation), and that score is cached in its record.
@@ -81,9 +82,10 @@ def ensure_test(record: RunRecord, data: DataBundle) -> RunRecord:
     return replace(record, metrics=metrics)
 
 
-def ume_runs(data: DataBundle, bases: Mapping[int, TrainConfig],
-             storage: str | Path) -> dict[int, RunRecord]:
-    """One UME ensemble per seed from that seed's finished unimodal runs (nothing is trained)."""
+def ensemble_runs(data: DataBundle, bases: Mapping[int, TrainConfig],
+                  storage: str | Path) -> dict[int, RunRecord]:
+    """One ensemble (UME or UniCat) per seed from that seed's finished unimodal runs (nothing
+    is trained)."""
     return {seed: train_or_reuse(data, cfg, storage) for seed, cfg in bases.items()}
 
 

@@ -1,22 +1,25 @@
 """Train every modality's backbone as its own Ray Train job, all at once, and build ensembles.
 
 One unimodal run per (modality, seed), trained concurrently on the cluster (a GPU each when
-there are GPUs) or reused from the run store, then UME (mean of the unimodal softmax
-probabilities) per seed from those runs: no joint training. Every run is scored on test once.
+there are GPUs) or reused from the run store, then the ensembles per seed from those runs,
+with no joint training: UME (mean of the unimodal softmax probabilities) for classification,
+UniCat (concatenated, L2-normalised embeddings) for re-identification. Every run is scored on
+test (reid: query vs gallery) once.
 Results: Parquet under <storage>/results, and a mean ± std table over the seeds.
 
 Examples:
   python sweeps/unimodal_ensembles.py                 # local Ray, embedded data, seeds 0 1 2
   python sweeps/unimodal_ensembles.py --smoke-test    # about a minute
+  python sweeps/unimodal_ensembles.py --dataset reid_synth   # UniCat on the synthetic reid set
   python sweeps/unimodal_ensembles.py --address auto --storage /mnt/shared/results
 """
 
 from __future__ import annotations
 
 from orchestrator.aggregate import (
+    ensemble_runs,
     runs_rows,
     strategy_bases,
-    ume_runs,
     unimodal_rows,
     write_and_summarise,
 )
@@ -31,11 +34,14 @@ SCRIPT = Script(
 )
 
 
+ENSEMBLE = {"classification": "ume", "reid": "unicat"}
+
+
 def body(s: Setup) -> str:
     unimodal = train_unimodal(s)
-    ume = strategy_bases("ume", s.base, unimodal)
+    bases = strategy_bases(ENSEMBLE[s.data.spec.task], s.base, unimodal)
     rows = {**unimodal_rows(unimodal, s.base, s.data),
-            **runs_rows(ume_runs(s.data, ume, s.storage), ume, s.data.spec)}
+            **runs_rows(ensemble_runs(s.data, bases, s.storage), bases, s.data.spec)}
     return write_and_summarise(rows, s.storage)
 
 

@@ -87,7 +87,7 @@ def test_worker_failure_resumes_from_checkpoint(ray_session: str, store: Path) -
 def test_umt_sweep_with_a_diverging_trial(ray_session: str, store: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     code = umt_tune.main([*COMMON, "--address", "auto", "--storage", str(store),
-                          "--num-samples", "3", "--space", "lr=choice:0.001,1e30"])
+                          "--num-samples", "2", "--space", "lr=choice:0.001,1e30"])
     out = capsys.readouterr().out
     assert code == 0, out[-3000:]
     assert "diverged" in out and "finished" in out and re.search(r"umt\s+\d+\.\d\d", out)
@@ -148,8 +148,8 @@ def test_interrupted_sweep_resumes(ray_session: str, store: Path,
                                    capsys: pytest.CaptureFixture[str]) -> None:
     """A real script run on its own local Ray, stopped with Ctrl-C after its first trial:
     it exits 130 and shuts its Ray down; ``--resume`` finishes the sweep without rerunning the
-    finished trial."""
-    args = [*COMMON, "--storage", str(store), "--num-samples", "3",
+    finished trial. Two CPUs per job: one trial at a time, so the second is the unfinished one."""
+    args = [*COMMON, "--storage", str(store), "--num-samples", "2", "--cpus-per-job", "2",
             "--space", "lambda_distill=uniform:1:10"]
     own_tmp = tempfile.mkdtemp(prefix="rayi")
     env = {**os.environ, "RAY_TMPDIR": own_tmp}
@@ -164,7 +164,7 @@ def test_interrupted_sweep_resumes(ray_session: str, store: Path,
 
     assert umt_tune.main([*args, "--address", "auto", "--resume"]) == 0
     out = capsys.readouterr().out
-    assert "[sweep] resuming" in out and "umt sweep, 3 trial(s)" in out
+    assert "[sweep] resuming" in out and "umt sweep, 2 trial(s)" in out
     started = set(re.findall(r"Trial trial_fn_(\w+) started", out))
     assert not started & finished  # finished trials were not run again
     assert all(mtimes(store, "synthetic_both-umt-*")[p] == t for p, t in model_times.items())
