@@ -81,3 +81,16 @@ def test_run_store_reuses_a_finished_run(tiny, tmp_path):
     assert run_name(tiny.spec, cfg) == first.name
     assert run_name(tiny.spec, cfg.replace(device="cpu")) == first.name  # not identity
     assert run_name(tiny.spec, cfg.replace(seed=1)) != first.name
+
+
+def test_progress_line_names_the_run_and_its_val_score(tmp_path):
+    from trainers.compare import progress_line
+    from trainers.runs import RunRecord
+
+    rec = RunRecord("r", tmp_path, {"val": {"fused": {"accuracy": 0.81234}}}, 10, 8.12, False)
+    cfg = tiny_cfg("unimodal", params={"modality": "m1"}, seed=2)
+    assert progress_line(rec, cfg) == ("[run] unimodal:m1 seed 2: trained in 8.1 s (10 epochs),"
+                                       " val accuracy 81.23%")
+    reused = RunRecord("r", tmp_path, {"val": {"fused": {"map": 0.5}}}, 3, 1.0, True)
+    line = progress_line(reused, tiny_cfg("unicat"))
+    assert line == "[run] unicat seed 0: reused, val map 50.00%"

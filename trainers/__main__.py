@@ -43,6 +43,10 @@ def default_dataset() -> str:
     return "avdigits" if "avdigits" in list_datasets() else "synthetic_both"
 
 
+def print_flush(line: str) -> None:
+    print(line, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -60,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    results = plan_and_run(data, base, strategies, args.seeds, local_runner(args.store))
+    runner = local_runner(args.store, log=print_flush)
+    results = plan_and_run(data, base, strategies, args.seeds, runner)
     elapsed = time.perf_counter() - t0
     for metric in TABLE_METRICS[data.spec.task]:
         print(f"\n{data.spec.name}: test {metric} (%), mean ± std over seeds {args.seeds}, "

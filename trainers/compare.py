@@ -67,8 +67,24 @@ def plan_and_run(data: DataBundle, base: TrainConfig, strategies: Sequence[str],
     return out
 
 
-def local_runner(store: str | Path) -> Runner:
-    return lambda data, cfg: train_or_reuse(data, cfg, store)
+def local_runner(store: str | Path, log: Callable[[str], None] | None = None) -> Runner:
+    """Train (or reuse) each run in ``store``; ``log`` gets one progress line per run."""
+    def run(data: DataBundle, cfg: TrainConfig) -> RunRecord:
+        rec = train_or_reuse(data, cfg, store)
+        if log is not None:
+            log(progress_line(rec, cfg))
+        return rec
+    return run
+
+
+def progress_line(rec: RunRecord, cfg: TrainConfig) -> str:
+    """``[run] trained unimodal:audio seed 0 in 8.1 s (10 epochs), val accuracy 81.23%``."""
+    label = cfg.strategy + (f":{cfg.params['modality']}" if "modality" in cfg.params else "")
+    how = "reused," if rec.reused else f"trained in {rec.wall_time_s:.1f} s ({rec.epochs} epochs),"
+    val = rec.metrics.get("val", {}).get("fused", {})
+    metric = "map" if "map" in val else "accuracy"
+    score = f" val {metric} {100 * val[metric]:.2f}%" if metric in val else ""
+    return f"[run] {label} seed {cfg.seed}: {how}{score}"
 
 
 def summary_rows(results: list[tuple[str, RunRecord]], split: str = "test",
