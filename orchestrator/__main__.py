@@ -19,8 +19,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from trainers.__main__ import add_dataset_options, dataset_from_args
 from trainers.config import ConfigError, TrainConfig
-from trainers.data import DataError, create_dataset, list_datasets
+from trainers.data import DataError
 from trainers.diagnostics import NoiseConfig, ProbeConfig, ProbeError
 
 USER_ERRORS = (ConfigError, DataError, ProbeError, FileNotFoundError, KeyError, ValueError)
@@ -37,7 +38,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_diagnose(args: argparse.Namespace) -> int:
     from orchestrator.diagnostics_rows import diagnose_store
 
-    data = create_dataset(args.dataset)
+    data = dataset_from_args(args)
     noise = NoiseConfig(levels=tuple(args.noise_levels), seed=args.seed)
     written = diagnose_store(data, args.store, args.results, ProbeConfig(max_iter=args.probe_iters),
                              noise, redo=args.redo)
@@ -52,7 +53,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     from trainers.diagnostics import selection_trick
     from trainers.runs import train_or_reuse
 
-    data = create_dataset(args.dataset)
+    data = dataset_from_args(args)
     base = TrainConfig(epochs=args.epochs, seed=args.seed, num_threads=args.threads)
     group = {}
     for m, cfg in unimodal_configs(data, base).items():
@@ -78,7 +79,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output folder (default: RESULTS/report)")
     r.add_argument("--dataset", help="the dataset to report when the results hold several")
     d = sub.add_parser("diagnose", help="probes, MIR/DMC, robustness for a store's runs")
-    d.add_argument("--dataset", required=True, help=f"one of {', '.join(list_datasets())}")
+    add_dataset_options(d, required=True)
     d.add_argument("--store", required=True, help="folder of finished runs")
     d.add_argument("--results", required=True, help="results directory to write rows to")
     d.add_argument("--noise-levels", type=float, nargs="+", default=list(NoiseConfig().levels))
@@ -86,7 +87,7 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0, help="seed of the test-time noise")
     d.add_argument("--redo", action="store_true", help="recompute runs already diagnosed")
     c = sub.add_parser("recommend", help="selection trick: UMT or UME for a dataset")
-    c.add_argument("--dataset", required=True, help=f"one of {', '.join(list_datasets())}")
+    add_dataset_options(c, required=True)
     c.add_argument("--store", default="runs", help="folder of finished runs (reused)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--epochs", type=int, default=10)

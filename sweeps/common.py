@@ -35,9 +35,9 @@ from orchestrator.sweep import (
     run_sweep,
 )
 from orchestrator.train_fn import DataRef, JobResources
-from trainers.__main__ import default_dataset
+from trainers.__main__ import add_dataset_options
 from trainers.config import ConfigError, TrainConfig
-from trainers.data import DataBundle, DataError
+from trainers.data import DataBundle, DataError, parse_dataset_args
 from trainers.runs import RunRecord
 
 USER_ERRORS = (ConfigError, DataError, StorageError, ClusterUnreachable, JobsFailed)
@@ -88,7 +88,7 @@ def parser(script: Script) -> argparse.ArgumentParser:
     p.add_argument("--address", default=None,
                    help="Ray cluster to join (host:port, ray://host:port or auto); default: "
                         "start a local Ray (dashboard on 127.0.0.1) and stop it at the end")
-    p.add_argument("--dataset", default=default_dataset(), help="registered dataset name")
+    add_dataset_options(p)
     p.add_argument("--seeds", nargs="+", type=int, default=None,
                    help=f"seeds of the final runs (mean ± std); default {list(script.full.seeds)}"
                         + (", the sweep itself uses the first" if script.strategy else ""))
@@ -129,7 +129,7 @@ def setup(script: Script, args: argparse.Namespace) -> Setup:
     budget = script.smoke if args.smoke_test else script.full
     if args.address:
         check_address(args.address)
-    data_ref = DataRef(args.dataset)
+    data_ref = DataRef(args.dataset, parse_dataset_args(args.dataset_arg))
     base = TrainConfig(epochs=args.epochs or budget.epochs, **budget.model)
     seeds = tuple(args.seeds if args.seeds is not None else budget.seeds)
     for seed in seeds:

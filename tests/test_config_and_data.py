@@ -161,3 +161,36 @@ def test_timm_encoder_loads_a_local_weights_file(tmp_path):
     ref = reference.state_dict()
     assert all(torch.equal(v, ref[k]) for k, v in backbone.state_dict().items() if k in ref)
     assert torch.equal(backbone.conv1[0].weight, ref["conv1.0.weight"])
+
+
+def test_dataset_arguments_from_the_command_line_are_json_or_strings():
+    from trainers.data import parse_dataset_args
+
+    got = parse_dataset_args(["root=/data/RGBNT201", "image_size=[256,128]", "n=90",
+                              "normalize=false", "name= x "])
+    assert got == {"root": "/data/RGBNT201", "image_size": [256, 128], "n": 90,
+                   "normalize": False, "name": " x "}
+    with pytest.raises(DataError, match="--dataset-arg '=3' is not KEY=VALUE"):
+        parse_dataset_args(["=3"])
+
+
+def test_dataset_factory_arguments_are_checked_by_name():
+    with pytest.raises(DataError, match="dataset 'synthetic_both' has no argument 'size'; its "
+                                        "arguments: mode, n, "):
+        create_dataset("synthetic_both", size=3)
+    with pytest.raises(DataError, match="dataset 'cremad' needs the argument 'root'"):
+        create_dataset("cremad")
+    assert len(create_dataset("synthetic_both", n=90, dim=4)["train"]) > 0
+
+
+def test_main_job_command_line_passes_dataset_arguments(capsys, tmp_path):
+    from trainers.__main__ import main
+
+    assert main(["--dataset", "synthetic_both", "--dataset-arg", "bogus=1"]) == 2
+    assert "has no argument 'bogus'" in capsys.readouterr().err
+    assert main(["--dataset", "synthetic_both", "--dataset-arg", "n=60", "--dataset-arg", "dim=4",
+                 "--strategies", "fusion_avg", "--epochs", "1", "--store", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "[run] fusion_avg seed 0: trained in" in out and "synthetic_both: test accuracy" in out
+    runs = sorted(p.name.split("-")[1] for p in tmp_path.iterdir())
+    assert runs == ["fusion_avg", "unimodal", "unimodal"]  # unimodal runs first, for reuse

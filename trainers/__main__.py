@@ -20,14 +20,19 @@ from trainers.compare import (
     summary_rows,
 )
 from trainers.config import ConfigError, TrainConfig
-from trainers.data import DataError, create_dataset, list_datasets
+from trainers.data import (
+    DataBundle,
+    DataError,
+    create_dataset,
+    list_datasets,
+    parse_dataset_args,
+)
 from trainers.strategies import list_strategies
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m trainers", description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", default=default_dataset(),
-                   help=f"one of {', '.join(list_datasets())}")
+    add_dataset_options(p)
     p.add_argument("--strategies", nargs="+", default=None,
                    help=f"any of {', '.join(list_strategies())} (default: all for the task)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -43,6 +48,22 @@ def default_dataset() -> str:
     return "avdigits" if "avdigits" in list_datasets() else "synthetic_both"
 
 
+def add_dataset_options(p: argparse.ArgumentParser, required: bool = False) -> None:
+    """``--dataset NAME`` and repeatable ``--dataset-arg KEY=VALUE`` (the factory's keyword
+    arguments, e.g. ``root=/data/RGBNT201``), shared by every command line of the project."""
+    p.add_argument("--dataset", required=required, default=None if required else default_dataset(),
+                   help=f"one of {', '.join(list_datasets())}"
+                        + ("" if required else f" (default {default_dataset()})"))
+    p.add_argument("--dataset-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="argument of the dataset's factory, repeatable; values are read as JSON "
+                        "when they parse, e.g. --dataset-arg root=/data/RGBNT201 "
+                        "--dataset-arg image_size=[256,128] (see docs/datasets.md)")
+
+
+def dataset_from_args(args: argparse.Namespace) -> DataBundle:
+    return create_dataset(args.dataset, **parse_dataset_args(args.dataset_arg))
+
+
 def print_flush(line: str) -> None:
     print(line, flush=True)
 
@@ -50,7 +71,7 @@ def print_flush(line: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        data = create_dataset(args.dataset)
+        data = dataset_from_args(args)
         strategies = args.strategies or list(DEFAULT_STRATEGIES[data.spec.task])
         unknown = [s for s in strategies if s not in list_strategies()]
         if unknown:

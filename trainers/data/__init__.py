@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+import json
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from trainers.data.contract import (
@@ -29,7 +31,42 @@ register_dataset = DATASETS.register
 def create_dataset(name: str, **kwargs: Any) -> DataBundle:
     """Build a registered dataset by name; keyword arguments go to its factory."""
     _import_builtin()
-    return DATASETS.get(name)(**kwargs)
+    factory = DATASETS.get(name)
+    check_arguments(name, factory, kwargs)
+    return factory(**kwargs)
+
+
+def check_arguments(name: str, factory: Callable[..., DataBundle], kwargs: dict) -> None:
+    """An unknown or missing factory argument is a one-line :class:`DataError`, not a
+    ``TypeError`` from deep inside the factory."""
+    params = inspect.signature(factory).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        raise DataError(f"dataset {name!r} has no argument {unknown[0]!r}; its arguments: "
+                        f"{', '.join(params) or 'none'}")
+    missing = [p for p, v in params.items() if v.default is v.empty and p not in kwargs
+               and v.kind in (v.POSITIONAL_OR_KEYWORD, v.KEYWORD_ONLY)]
+    if missing:
+        raise DataError(f"dataset {name!r} needs the argument {missing[0]!r} (command line: "
+                        f"--dataset-arg {missing[0]}=VALUE)")
+
+
+def parse_dataset_args(items: Sequence[str]) -> dict[str, Any]:
+    """``["root=/data/RGBNT201", "image_size=[256,128]"]`` -> keyword arguments; values are
+    read as JSON (numbers, booleans, lists) and otherwise kept as strings."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise DataError(f"--dataset-arg {item!r} is not KEY=VALUE; e.g. "
+                            "--dataset-arg root=/data/RGBNT201")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
 
 
 def list_datasets() -> list[str]:
@@ -49,5 +86,5 @@ def _import_builtin() -> None:
 __all__ = [
     "DATASETS", "DataBundle", "DataError", "DatasetSpec", "FileDataset", "ModalitySpec",
     "MultimodalDataset", "TensorDataset", "collate", "create_dataset", "iterate_batches",
-    "list_datasets", "register_dataset",
+    "list_datasets", "parse_dataset_args", "register_dataset",
 ]
