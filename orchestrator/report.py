@@ -282,14 +282,32 @@ def selection_section(data: ReportData) -> str:
     umt = stats(data, "selection_umt", "val", FUSED).get("selection_trick")
     if lin is None or ume is None or umt is None:
         return ""
-    votes = round(umt["mean"] * umt["count"])
-    pick = "UMT" if lin["mean"] > ume["mean"] else "UME"
     return ("## Selection trick (UME/UMT paper, section 3.3)\n\nA linear classifier on the "
             "concatenated frozen unimodal embeddings vs UME, on validation: classifier better "
             "=> cross-modal interactions help => UMT, else UME.\n\n"
             + md_table(["linear classifier val (%)", "UME val (%)", "recommendation"],
                        [[cell(lin, "accuracy"), cell(ume, "accuracy"),
-                         f"{pick} (UMT in {votes} of {int(umt['count'])} seeds)"]]) + "\n")
+                         selection_verdict(lin, ume, umt)]]) + "\n")
+
+
+def selection_verdict(lin: Mapping[str, Any], ume: Mapping[str, Any],
+                      umt: Mapping[str, Any]) -> str:
+    """The pick by the mean over seeds, the per-seed votes, and a warning when the difference
+    is within the spread over seeds (then the choice hardly matters on this data)."""
+    votes, n = round(umt["mean"] * umt["count"]), int(umt["count"])
+    diff = 100 * (lin["mean"] - ume["mean"])
+    pick = "UMT" if diff > 0 else "UME"
+    text = f"{pick} by the mean over seeds (UMT won in {votes} of {n} seeds)"
+    spread = 100 * max(_std(lin), _std(ume))
+    if abs(diff) < spread:
+        text += (f"; the difference ({diff:+.2f} pt) is within the spread over seeds: "
+                 "too close to call")
+    return text
+
+
+def _std(row: Mapping[str, Any]) -> float:
+    std = row.get("std", 0.0)
+    return 0.0 if std is None or math.isnan(std) else float(std)
 
 
 def sweep_sections(data: ReportData, out: Path) -> str:

@@ -100,7 +100,7 @@ def test_report_shows_hand_computed_tables_and_writes_readable_pngs(results, tmp
     assert "| unimodal runs | 76.00 ± 1.41 | 61.00 ± 1.41 | 1.25 | - |" in md
     assert "| fusion_concat | 72.00 ± 2.83 | 35.00 ± 7.07 | 1.90 ± 0.14 | 1.55 ± 0.07 |" in md
     assert "| fusion_concat | 85.00 ± 7.07 | 65.00 ± 7.07 |" in md  # noise on all: 0, 0.5
-    assert "| 80.00 | 70.00 | UMT (UMT in 1 of 1 seeds) |" in md
+    assert "| 80.00 | 70.00 | UMT by the mean over seeds (UMT won in 1 of 1 seeds) |" in md
     # the sweep: best val trial, its parameter, importance; the comparison keeps that trial
     assert "best trial sweep_00002" in md and "| params.lambda_distill | `10` |" in md
     assert "Parameter importance" in md
@@ -229,3 +229,15 @@ def test_cli_diagnose_errors_on_an_empty_store(tmp_path, capsys):
     code = main(["diagnose", "--dataset", "synthetic_unimodal", "--store", str(tmp_path / "s"),
                  "--results", str(tmp_path / "r")])
     assert code == 2 and "no finished runs" in capsys.readouterr().err
+
+
+def test_selection_verdict_warns_when_the_difference_is_within_the_seed_spread():
+    from orchestrator.report import selection_verdict
+
+    umt = {"mean": 1 / 3, "count": 3}
+    close = selection_verdict({"mean": 0.80, "std": 0.02}, {"mean": 0.79, "std": 0.01}, umt)
+    assert close == ("UMT by the mean over seeds (UMT won in 1 of 3 seeds); the difference "
+                     "(+1.00 pt) is within the spread over seeds: too close to call")
+    clear = selection_verdict({"mean": 0.70, "std": 0.01}, {"mean": 0.79, "std": float("nan")},
+                              {"mean": 0.0, "count": 3})
+    assert clear == "UME by the mean over seeds (UMT won in 0 of 3 seeds)"
