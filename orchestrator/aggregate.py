@@ -68,7 +68,7 @@ def trial_rows(outcome: TrialOutcome, spec: DatasetSpec) -> list[dict[str, Any]]
     return result_rows(outcome.job.name, cfg.strategy, spec.name, cfg.seed, cfg.to_dict(),
                        metrics, dataset_version=dataset_version(spec),
                        wall_time_s=float(outcome.last.get("time_total_s", 0.0)),
-                       epochs=int(outcome.last.get("training_iteration", 0)), trial_id=tid)
+                       epochs=int(outcome.last.get("epoch", 0)), trial_id=tid)
 
 
 def ensure_test(record: RunRecord, data: DataBundle) -> RunRecord:

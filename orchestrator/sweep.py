@@ -2,8 +2,9 @@
 
 The three functions of the Train-inside-Tune pattern (RAY_NOTES section 1): the per-worker
 function (:func:`orchestrator.train_fn.train_fn_per_worker`), the driver :func:`trial_fn` (a Tune
-function trainable that builds the trainer; ``TuneReportCallback`` forwards every epoch to Tune,
-so ASHA's ``training_iteration`` counts epochs) and :func:`run_sweep` (the Tuner). A trial whose
+function trainable that builds the trainer; ``TuneReportCallback`` forwards the worker's reports
+to Tune, and ASHA's time is the reported ``epoch``, which stays right when one report sums up
+several short epochs) and :func:`run_sweep` (the Tuner). A trial whose
 run is already in the run store replays its stored history instead of training. A trial whose
 loss becomes NaN raises :class:`~trainers.loop.TrainingDiverged`: Tune marks it ERROR and the sweep
 goes on. ``resume=True`` restores an interrupted sweep with ``Tuner.restore``; finished trials
@@ -131,7 +132,7 @@ def stored_history(folder: Path) -> list[dict[str, Any]] | None:
 
 
 def trial_fn(config: dict[str, Any], ctx: SweepContext) -> None:
-    """One trial: replay a finished run, or drive a TorchTrainer that reports every epoch."""
+    """One trial: replay a finished run, or drive a TorchTrainer that reports its epochs."""
     job = ctx.job(config, tune.get_context().get_trial_id())
     history = stored_history(job.folder)
     if history is not None:
@@ -161,12 +162,20 @@ def schedule(ctx: SweepContext) -> tuple[int, int]:
     return sum(e for e, _ in epochs), sum(e for e, _ in epochs[:first + 1])
 
 
+def startup_trials(num_samples: int) -> int:
+    """Random trials before TPE starts modelling: a third of the budget, 2 to 10. Optuna's
+    default of 10 would make every sweep of up to 10 trials a plain random search."""
+    return min(10, max(2, num_samples // 3))
+
+
 def _tuner(ctx: SweepContext, cfg: SweepConfig, name: str) -> tune.Tuner:
     max_t, first_score = schedule(ctx)
-    asha = ASHAScheduler(time_attr="training_iteration", max_t=max_t,
+    asha = ASHAScheduler(time_attr="epoch", max_t=max_t,
                          grace_period=cfg.grace_period or max(first_score, max_t // 4),
                          reduction_factor=cfg.reduction_factor)
-    search = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=cfg.seed))
+    sampler = optuna.samplers.TPESampler(seed=cfg.seed,
+                                         n_startup_trials=startup_trials(cfg.num_samples))
+    search = OptunaSearch(sampler=sampler)
     return tune.Tuner(
         _trainable(ctx),
         param_space=ctx.space.to_tune(),

@@ -21,8 +21,10 @@ SCRIPT = Script(
     strategy="umt",
     full=Budget(epochs=10, num_samples=8, seeds=(0,)),
     smoke=Budget(epochs=2, num_samples=2, seeds=(0,), model={"embed_dim": 16, "hidden_dim": 32}),
-    space={"lambda_distill": "uniform:0:100", "lr": "loguniform:3e-4:3e-3"},
-    smoke_space={"lambda_distill": "uniform:0:100", "lr": "loguniform:3e-4:3e-3"},
+    # A loss weight spans orders of magnitude (the paper's grid: 0, 1, 10, 20, 50, 100), so it
+    # is searched on a log scale; lambda_distill = 0 is fusion_concat, which runs anyway.
+    space={"lambda_distill": "loguniform:0.1:100", "lr": "loguniform:3e-4:3e-3"},
+    smoke_space={"lambda_distill": "loguniform:0.1:100", "lr": "loguniform:3e-4:3e-3"},
 )
 
 

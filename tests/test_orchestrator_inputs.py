@@ -15,15 +15,24 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from orchestrator import train_fn
 from orchestrator.aggregate import display_frame, write_and_summarise
 from orchestrator.jobs import StorageError, prepare_storage
-from orchestrator.ray_utils import ClusterUnreachable, check_address
+from orchestrator.ray_utils import ClusterUnreachable, check_address, job_env
 from orchestrator.results import read_results, result_rows
 from orchestrator.space import Param, SearchSpace, SpaceError
 from orchestrator.sweep import SweepConfig
-from orchestrator.train_fn import BEST_KEY, DataRef, JobResources, report_metrics, running_best
+from orchestrator.train_fn import (
+    BEST_KEY,
+    DataRef,
+    JobResources,
+    make_job,
+    report_metrics,
+    running_best,
+)
 from sweeps import reconboost_tune, umt_tune, unimodal_ensembles
-from trainers.config import ConfigError
+from trainers.config import ConfigError, TrainConfig
+from trainers.loop import EpochReport
 
 UMT = {"lambda_distill": "uniform:0:100", "lr": "loguniform:3e-4:3e-3"}
 
@@ -173,3 +182,46 @@ def test_unimodal_runs_are_labelled_by_modality() -> None:
     df = pd.DataFrame({"strategy": ["unimodal", "ume"],
                        "config_json": ['{"params":{"modality":"m1"}}', '{"params":{}}']})
     assert display_frame(df)["strategy"].tolist() == ["unimodal:m1", "ume"]
+
+
+def _epoch(epoch: int, total: int = 10) -> EpochReport:
+    return EpochReport(epoch, total, "train", -1, {"loss": 1.0}, None, None, False, 0.1)
+
+
+def test_reports_are_spaced_out_but_the_last_epoch_and_the_drill_always_report(monkeypatch):
+    """Short epochs are summed up in one report a second (Train V2 would stall every epoch until
+    its controller's next poll otherwise); the final epoch and a fault drill's epoch report."""
+    clock = iter([0.0, 0.3, 0.6, 1.2, 1.4, 2.5])
+    monkeypatch.setattr(train_fn.time, "monotonic", lambda: next(clock))
+    ref = DataRef("synthetic_both")
+    job = make_job(ref, ref.load().spec, TrainConfig(), "/tmp/x", fail_once_at_epoch=3)
+    reporter = train_fn.RayReporter(job, [])  # clock 0.0
+    assert reporter.interval == train_fn.DEFAULT_REPORT_INTERVAL_S == 1.0
+    assert [reporter._due(_epoch(e)) for e in (1, 2)] == [False, False]  # 0.3, 0.6 s
+    assert reporter._due(_epoch(3))  # the drill's epoch (clock not read)
+    assert reporter._due(_epoch(4))  # 1.2 s since the start
+    reporter.last_report = 1.2
+    assert not reporter._due(_epoch(5))  # 0.2 s later
+    assert reporter._due(_epoch(10))  # the last epoch
+    assert reporter._due(_epoch(6, total=6))
+
+
+def test_report_interval_and_job_environment(monkeypatch):
+    monkeypatch.setenv("FUSION_REPORT_INTERVAL_S", "0")
+    assert train_fn.report_interval_s() == 0.0
+    monkeypatch.setenv("FUSION_REPORT_INTERVAL_S", "soon")
+    with pytest.raises(ConfigError, match="FUSION_REPORT_INTERVAL_S must be a number of seconds "
+                                          ">= 0 but got 'soon'"):
+        train_fn.report_interval_s()
+    monkeypatch.delenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", raising=False)
+    assert job_env() == {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+                         "FUSION_REPORT_INTERVAL_S": "soon"}
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "1")
+    monkeypatch.delenv("FUSION_REPORT_INTERVAL_S")
+    assert job_env() == {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "1"}
+
+
+def test_tpe_models_after_a_third_of_the_trials():
+    from orchestrator.sweep import startup_trials
+
+    assert [startup_trials(n) for n in (1, 6, 8, 12, 30, 64)] == [2, 2, 2, 4, 10, 10]
