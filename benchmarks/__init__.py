@@ -83,29 +83,6 @@ def apply_health_check(seconds: float | None) -> str:
             f"{RAY_DEFAULT_HEALTH_S:g} s)")
 
 
-def health_interval_s() -> float:
-    """The Train health-check interval every job of the orchestrator runs with."""
-    from orchestrator.ray_utils import job_env
-
-    return float(job_env()[HEALTH_ENV])
-
-
-def poll_bound_note(epoch_s: float) -> list[str]:
-    """Explain an orchestrated epoch that lasts about one health-check interval, or nothing.
-
-    Train V2's worker has a result queue of size 1 and the controller takes one result per poll,
-    so ``ray.train.report`` blocks until the next poll: epochs shorter than the interval are
-    stretched to it (ray/train/v2/_internal/execution/context.py, ``_wait_then_report``).
-    """
-    interval = health_interval_s()
-    if epoch_s < 0.8 * interval:
-        return []
-    return [f"an orchestrated epoch lasts about one health-check interval ({interval:g} s): each "
-            "epoch's", "ray.train.report waits for the controller's next poll (Train V2's "
-            "result queue holds one", f"report), so epochs shorter than {interval:g} s are "
-            f"stretched to it; {HEALTH_ENV}=0.2 lifts that floor"]
-
-
 @contextmanager
 def scratch(prefix: str) -> Iterator[Path]:
     """A fresh temporary folder, deleted afterwards: no run is ever found and reused."""

@@ -98,7 +98,7 @@ def report(walls: dict[str, list[float]], trained: dict[str, list[float]], m: in
                                    f"{', '.join(bench.fmt_s(w) for w in walls['concurrent'])})"),
         ("speed-up", f"{gain:.2f}x (ideal {m}x, efficiency {100 * gain / m:.0f}%)"),
         ("inside the training loops", f"{bench.fmt_s(loop)} of the sequential "
-                                      f"{bench.fmt_s(seq)} (train, eval, report per epoch); "
+                                      f"{bench.fmt_s(seq)} (train, eval, reports); "
                                       f"the other {100 * (1 - loop / seq):.0f}% is job "
                                       "start-up and teardown"),
     ]
@@ -106,8 +106,7 @@ def report(walls: dict[str, list[float]], trained: dict[str, list[float]], m: in
              "On 2 cores a job's cost is largely process start-up (Train controller, worker,",
              "each importing torch; RAY_NOTES section 0), and concurrent jobs compete for the",
              "same 2 cores, so the gain is small here. On a GPU cluster with one GPU per job",
-             f"the jobs do not share a device and the expected speed-up is close to M = {m}.",
-             *bench.poll_bound_note(loop / (m * cfg.epochs))]
+             f"the jobs do not share a device and the expected speed-up is close to M = {m}."]
     title = "benchmarks.concurrency: modality jobs at once vs one after the other"
     return bench.summary_block(title, rows, notes)
 

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from benchmarks import HEALTH_ENV, health_interval_s, poll_bound_note, summary_block, verdict
+from benchmarks import summary_block, verdict
 from benchmarks.concurrency import arm_order, speedup
 from benchmarks.overhead import epoch_verdict, fit_line, loop_epoch_s
 from benchmarks.sweep_efficiency import (
@@ -74,14 +74,6 @@ def test_summary_block_aligns_rows():
     assert lines[3] == "  long name : 2"
     assert lines[4] == "  note"
     assert lines[0] == lines[-1] == "-" * 78
-
-
-def test_poll_bound_note_only_for_epochs_as_long_as_the_health_check(monkeypatch):
-    monkeypatch.setenv(HEALTH_ENV, "2")
-    assert poll_bound_note(0.5) == []
-    assert "health-check interval (2 s)" in poll_bound_note(1.9)[0]
-    monkeypatch.delenv(HEALTH_ENV)
-    assert health_interval_s() == 0.2  # the orchestrator's default for its jobs
 
 
 def test_missed_facts_count_asha_stops():
