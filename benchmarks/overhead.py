@@ -15,7 +15,7 @@ job from the cost of each epoch.
   this script starts once; Ray's own start-up and shut-down are reported separately.
 
 The orchestrator's per-epoch cost includes its reports (``ray.train.report`` with the loop state
-as checkpoint, at most once per ``FUSION_REPORT_INTERVAL_S``, default 1 s), which is real
+as checkpoint, at most once per ``FUSION_REPORT_INTERVAL_S``, default 5 s), which is real
 overhead. A second per-epoch estimate comes from the loop's own per-epoch timestamps
 (``history[*].wall_time_s`` in each run's ``result.json``), which does not suffer from the fixed
 cost's jitter. Targets (issue): per-epoch <= 1.05x, fixed <= 5 s. The Train controller polls

@@ -189,14 +189,16 @@ def _epoch(epoch: int, total: int = 10) -> EpochReport:
 
 
 def test_reports_are_spaced_out_but_the_last_epoch_and_the_drill_always_report(monkeypatch):
-    """Short epochs are summed up in one report a second (Train V2 would stall every epoch until
-    its controller's next poll otherwise); the final epoch and a fault drill's epoch report."""
+    """Short epochs are summed up in one report per interval (Train V2 would stall every epoch
+    until its controller's next poll otherwise); the final epoch and a fault drill's epoch
+    report."""
+    monkeypatch.setenv("FUSION_REPORT_INTERVAL_S", "1")
     clock = iter([0.0, 0.3, 0.6, 1.2, 1.4, 2.5])
     monkeypatch.setattr(train_fn.time, "monotonic", lambda: next(clock))
     ref = DataRef("synthetic_both")
     job = make_job(ref, ref.load().spec, TrainConfig(), "/tmp/x", fail_once_at_epoch=3)
     reporter = train_fn.RayReporter(job, [])  # clock 0.0
-    assert reporter.interval == train_fn.DEFAULT_REPORT_INTERVAL_S == 1.0
+    assert reporter.interval == 1.0
     assert [reporter._due(_epoch(e)) for e in (1, 2)] == [False, False]  # 0.3, 0.6 s
     assert reporter._due(_epoch(3))  # the drill's epoch (clock not read)
     assert reporter._due(_epoch(4))  # 1.2 s since the start
@@ -207,6 +209,8 @@ def test_reports_are_spaced_out_but_the_last_epoch_and_the_drill_always_report(m
 
 
 def test_report_interval_and_job_environment(monkeypatch):
+    monkeypatch.delenv("FUSION_REPORT_INTERVAL_S", raising=False)
+    assert train_fn.report_interval_s() == train_fn.DEFAULT_REPORT_INTERVAL_S == 5.0
     monkeypatch.setenv("FUSION_REPORT_INTERVAL_S", "0")
     assert train_fn.report_interval_s() == 0.0
     monkeypatch.setenv("FUSION_REPORT_INTERVAL_S", "soon")
