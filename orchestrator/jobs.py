@@ -27,7 +27,7 @@ from orchestrator.train_fn import (
     fit_job,
     make_job,
 )
-from trainers.compare import unimodal_configs
+from trainers.compare import unimodal_configs, val_score_text
 from trainers.config import TrainConfig
 from trainers.data import DataBundle
 from trainers.runs import RunRecord, load_record
@@ -78,10 +78,8 @@ def _say(text: str) -> None:
 
 
 def _done_line(job: JobSpec, record: RunRecord, node: str) -> str:
-    acc = record.metrics.get("val", {}).get("fused", {}).get("accuracy")
-    val = f", val accuracy {100 * acc:.2f}%" if acc is not None else ""
     return (f"trained {job.label or job.name} ({job.name}) on node {node} in "
-            f"{record.wall_time_s:.1f} s{val}")
+            f"{record.wall_time_s:.1f} s{val_score_text(record)}")
 
 
 def run_jobs(jobs: Sequence[JobSpec], resources: JobResources,

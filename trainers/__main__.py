@@ -51,9 +51,10 @@ def default_dataset() -> str:
 def add_dataset_options(p: argparse.ArgumentParser, required: bool = False) -> None:
     """``--dataset NAME`` and repeatable ``--dataset-arg KEY=VALUE`` (the factory's keyword
     arguments, e.g. ``root=/data/RGBNT201``), shared by every command line of the project."""
-    p.add_argument("--dataset", required=required, default=None if required else default_dataset(),
+    default = None if required else default_dataset()
+    p.add_argument("--dataset", required=required, default=default,
                    help=f"one of {', '.join(list_datasets())}"
-                        + ("" if required else f" (default {default_dataset()})"))
+                        + (f" (default {default})" if default else ""))
     p.add_argument("--dataset-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="argument of the dataset's factory, repeatable; values are read as JSON "
                         "when they parse, e.g. --dataset-arg root=/data/RGBNT201 "

@@ -78,13 +78,17 @@ def local_runner(store: str | Path, log: Callable[[str], None] | None = None) ->
 
 
 def progress_line(rec: RunRecord, cfg: TrainConfig) -> str:
-    """``[run] trained unimodal:audio seed 0 in 8.1 s (10 epochs), val accuracy 81.23%``."""
+    """``[run] unimodal:audio seed 0: trained in 8.1 s (10 epochs), val accuracy 81.23%``."""
     label = cfg.strategy + (f":{cfg.params['modality']}" if "modality" in cfg.params else "")
-    how = "reused," if rec.reused else f"trained in {rec.wall_time_s:.1f} s ({rec.epochs} epochs),"
+    how = "reused" if rec.reused else f"trained in {rec.wall_time_s:.1f} s ({rec.epochs} epochs)"
+    return f"[run] {label} seed {cfg.seed}: {how}{val_score_text(rec)}"
+
+
+def val_score_text(rec: RunRecord) -> str:
+    """``, val accuracy 81.23%`` (reid: ``, val map ...``), or ``""`` when val was not scored."""
     val = rec.metrics.get("val", {}).get("fused", {})
     metric = "map" if "map" in val else "accuracy"
-    score = f" val {metric} {100 * val[metric]:.2f}%" if metric in val else ""
-    return f"[run] {label} seed {cfg.seed}: {how}{score}"
+    return f", val {metric} {100 * val[metric]:.2f}%" if metric in val else ""
 
 
 def summary_rows(results: list[tuple[str, RunRecord]], split: str = "test",
