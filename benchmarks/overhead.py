@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import torch
 
@@ -46,11 +45,10 @@ from benchmarks import (
     verdict,
 )
 from orchestrator.jobs import run_jobs
-from orchestrator.sweep import stored_history
 from orchestrator.train_fn import DataRef, JobResources, make_job, report_interval_s
 from trainers.config import TrainConfig
 from trainers.data import DataBundle
-from trainers.runs import train_or_reuse
+from trainers.runs import RunRecord, train_or_reuse
 
 PER_EPOCH_TARGET = 1.05
 FIXED_TARGET_S = 5.0
@@ -85,15 +83,15 @@ def epoch_verdict(orch_s: float, plain_s: float) -> str:
     return verdict(orch_s / plain_s, PER_EPOCH_TARGET)
 
 
-def history_walls(folder: Path) -> list[float]:
-    return [float(h["wall_time_s"]) for h in stored_history(folder) or []]
+def history_walls(record: RunRecord) -> list[float]:
+    return [float(h["wall_time_s"]) for h in record.history()]
 
 
 def plain_run(data: DataBundle, cfg: TrainConfig) -> tuple[float, list[float]]:
     """Wall time and per-epoch timestamps of the plain loop (fresh store)."""
     with scratch("plain") as store:
         record, wall = timed(lambda: train_or_reuse(data, cfg, store))
-        return wall, history_walls(record.path)
+        return wall, history_walls(record)
 
 
 def ray_run(data: DataBundle, cfg: TrainConfig) -> tuple[float, list[float]]:
@@ -101,7 +99,7 @@ def ray_run(data: DataBundle, cfg: TrainConfig) -> tuple[float, list[float]]:
     with scratch("ray") as store:
         job = make_job(DataRef(DATASET), data.spec, cfg, store, label="overhead")
         records, wall = timed(lambda: run_jobs([job], JobResources(cpus_per_worker=1.0), limit=1))
-        return wall, history_walls(records[0].path)
+        return wall, history_walls(records[0])
 
 
 def measure(run: Callable[[DataBundle, TrainConfig], tuple[float, list[float]]],

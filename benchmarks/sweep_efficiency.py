@@ -52,11 +52,11 @@ from orchestrator.sweep import (
     experiment_name,
     run_sweep,
     stored_history,
-    tune_storage,
 )
-from orchestrator.train_fn import BEST_KEY, DataRef, JobResources
+from orchestrator.train_fn import BEST_KEY, RAY_DIR, DataRef, JobResources
 from sweeps.umt_tune import SCRIPT as UMT_SCRIPT
 from trainers.config import TrainConfig
+from trainers.storage import Storage
 
 GRID = (0, 1, 10, 20, 50, 100)  # UMT paper's lambda_distill values
 TOL_POINTS = 0.5  # accuracy points
@@ -112,14 +112,14 @@ def umt_context(data_ref: DataRef, base: TrainConfig, seed: int, space: SearchSp
     data, resources = data_ref.load(), JobResources(cpus_per_worker=1.0)
     unimodal = train_unimodal(data_ref, data, base, [seed], storage, resources)
     umt = strategy_bases(space.strategy, base, unimodal)[seed]
-    return SweepContext(data_ref, data.spec, umt, space, str(storage), resources)
+    return SweepContext(data_ref, data.spec, umt, space, Storage.open(storage), resources)
 
 
 def grid_arm(ctx: SweepContext, grid: Sequence[float]) -> ArmResult:
     """Every grid value trained in full as plain jobs (two at a time on 2 CPUs)."""
     jobs = [ctx.job({KEY: value}, f"grid {KEY}={value:g}") for value in grid]
     run_jobs(jobs, ctx.resources)
-    histories = [running_max([h.get("score") for h in stored_history(j.folder) or []])
+    histories = [running_max([h.get("score") for h in stored_history(j) or []])
                  for j in jobs]
     return ArmResult([float(v) for v in grid], histories)
 
@@ -128,7 +128,7 @@ def sweep_arm(ctx: SweepContext, cfg: SweepConfig) -> ArmResult:
     """TPE + ASHA; each trial's history from Tune's per-trial ``result.json`` (stopped trials
     have no run record). ``run_sweep`` returns trials in Tune's creation (= start) order."""
     outcomes = run_sweep(ctx, cfg)
-    folder = Path(tune_storage(ctx.storage)) / experiment_name(ctx, cfg)
+    folder = Path(ctx.storage.path(RAY_DIR, "tune", experiment_name(ctx, cfg)))
     histories = [trial_history(folder / f"trial_{o.trial_id}" / "result.json",
                                o.record.epochs if o.record else 0) for o in outcomes]
     return ArmResult([float(o.values[KEY]) for o in outcomes], histories)
@@ -204,7 +204,7 @@ def run_seed(seed: int, base: TrainConfig, cfg: SweepConfig,
     with scratch(f"sweep-s{seed}") as root:
         ctx = umt_context(data_ref, base.replace(seed=seed), seed, cfg.space, root / "grid")
         grid = grid_arm(ctx, grid_values)
-        sweep = sweep_arm(replace(ctx, storage=str(root / "tpe")), replace(cfg, seed=seed))
+        sweep = sweep_arm(replace(ctx, storage=Storage.open(root / "tpe")), replace(cfg, seed=seed))
     return compare(seed, grid, sweep, base.epochs, len(data_ref.load()["val"]))
 
 

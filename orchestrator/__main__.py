@@ -58,7 +58,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     group = {}
     for m, cfg in unimodal_configs(data, base).items():
         rec = train_or_reuse(data, cfg, args.store)
-        print(f"unimodal {m}: {'reused' if rec.reused else 'trained'} {rec.path}")
+        print(f"unimodal {m}: {'reused' if rec.reused else 'trained'} {rec.location}")
         group[m] = StoredRun(rec, cfg)
     sel = selection_trick(data, {m: r.record.checkpoint for m, r in group.items()})
     print(f"\n{data.spec.name}, seed {args.seed}:\n{sel.describe()}")

@@ -35,6 +35,7 @@ from trainers.config import TrainConfig
 from trainers.data import DataBundle
 from trainers.data.contract import DatasetSpec
 from trainers.runs import RunRecord, train_or_reuse, write_record
+from trainers.storage import Storage
 
 Rows = dict[str, list[dict[str, Any]]]  # run_id -> its rows (a run is written in one part)
 RESULTS_DIR = "results"
@@ -75,15 +76,15 @@ def ensure_test(record: RunRecord, data: DataBundle) -> RunRecord:
     """The record with test metrics: computed once from ``model.pt`` if missing, then cached."""
     if "test" in record.metrics:
         return record
-    model = load_checkpoint(record.checkpoint, data.spec)
+    model = load_checkpoint(record.checkpoint, data.spec, record.store)
     metrics = {**record.metrics, **evaluate_splits(model, data, ["test"])}
-    history = json.loads((record.path / "result.json").read_text())["history"]
-    write_record(record.path, metrics, record.epochs, record.wall_time_s, history)
+    write_record(record.store, record.name, metrics, record.epochs, record.wall_time_s,
+                 record.history())
     return replace(record, metrics=metrics)
 
 
 def ensemble_runs(data: DataBundle, bases: Mapping[int, TrainConfig],
-                  storage: str | Path) -> dict[int, RunRecord]:
+                  storage: str | Path | Storage) -> dict[int, RunRecord]:
     """One ensemble (UME or UniCat) per seed from that seed's finished unimodal runs (nothing
     is trained)."""
     return {seed: train_or_reuse(data, cfg, storage) for seed, cfg in bases.items()}
@@ -137,13 +138,13 @@ def display_frame(df: pd.DataFrame) -> pd.DataFrame:
     return df.assign(strategy=df["strategy"].where(~uni, "unimodal:" + modality.astype(str)))
 
 
-def write_and_summarise(rows: Rows, storage: str | Path, split: str = "test") -> str:
+def write_and_summarise(rows: Rows, storage: str | Path | Storage, split: str = "test") -> str:
     """Write ``rows`` under ``<storage>/results``, read them back and format the summary."""
-    folder = Path(storage) / RESULTS_DIR
+    folder = Storage.open(storage).uri(RESULTS_DIR)
     write_parquet([row for part in rows.values() for row in part], folder)
     df = read_results(folder)
     mine = display_frame(df[df["run_id"].isin(list(rows))])
     spec_metric = "map" if (mine["metric"] == "map").any() else "accuracy"
     table = format_summary(summary_table(mine, metric=spec_metric, split=split))
-    return f"{table}\n(results: {folder}; pandas: pd.read_parquet({str(folder)!r}))"
+    return f"{table}\n(results: {folder}; pandas: pd.read_parquet({folder!r}))"
 

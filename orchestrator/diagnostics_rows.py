@@ -49,7 +49,8 @@ from trainers.diagnostics import (
     robustness,
     selection_trick,
 )
-from trainers.runs import RunRecord, load_record
+from trainers.runs import RunRecord, finished_runs
+from trainers.storage import Storage
 
 DIAGNOSTICS_SUFFIX = "/diagnostics"
 SELECTION = "selection_trick"
@@ -96,17 +97,14 @@ class StoredRun:
         return by_key.get(modality, {}).get(score_metric(spec))
 
 
-def stored_runs(store: str | Path, dataset: str) -> list[StoredRun]:
+def stored_runs(store: str | Path | Storage, dataset: str) -> list[StoredRun]:
     """The finished runs of ``dataset`` in ``store``, in name order."""
-    root = Path(store)
+    root = Storage.open(store)
     if not root.is_dir():
-        raise FileNotFoundError(f"run store {str(root)!r} does not exist; train runs into it "
-                                "first (python -m trainers --store DIR)")
+        raise FileNotFoundError(f"run store {root.location!r} does not exist; train runs into "
+                                "it first (python -m trainers --store DIR)")
     out = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        record = load_record(folder)
-        if record is None:
-            continue
+    for record in finished_runs(root):
         payload = read_checkpoint(record.checkpoint)
         if payload["dataset"] == dataset:
             out.append(StoredRun(record, TrainConfig.from_dict(json.loads(payload["config"]))))
@@ -154,10 +152,12 @@ def robustness_metrics(results: Mapping[Any, float], split: str = "test") -> Met
 def unimodal_partners(run: StoredRun, runs: list[StoredRun]) -> dict[str, StoredRun]:
     """The unimodal run of each modality that ``run`` is compared with (see module doc)."""
     unimodal = [r for r in runs if r.modality is not None]
-    linked = _linked_checkpoints(run.config)
+    linked = _linked_runs(run.config)
     if linked:
+        by_name = {r.name: r for r in unimodal}
         by_path = {str(r.record.checkpoint.resolve()): r for r in unimodal}
-        return {m: by_path[p] for m, p in linked.items() if p in by_path}
+        return {m: by_name.get(ref) or by_path[_resolved(ref)] for m, ref in linked.items()
+                if ref in by_name or _resolved(ref) in by_path}
     same = [r for r in unimodal
             if r.config.seed == run.config.seed and r.backbone_key() == run.backbone_key()]
     out: dict[str, StoredRun] = {}
@@ -168,19 +168,24 @@ def unimodal_partners(run: StoredRun, runs: list[StoredRun]) -> dict[str, Stored
     return out
 
 
-def _linked_checkpoints(cfg: TrainConfig) -> dict[str, str]:
+def _linked_runs(cfg: TrainConfig) -> dict[str, str]:
+    """modality -> the run (name, or checkpoint path) that ``cfg`` depends on."""
     for key in ("members", "teachers", "warm_start"):
-        paths = cfg.params.get(key)
-        if isinstance(paths, Mapping) and paths:
-            return {m: str(Path(p).resolve()) for m, p in paths.items()}
+        refs = cfg.params.get(key)
+        if isinstance(refs, Mapping) and refs:
+            return {m: str(ref) for m, ref in refs.items()}
     return {}
+
+
+def _resolved(ref: str) -> str:
+    return str(Path(ref).resolve())
 
 
 def run_diagnostics(run: StoredRun, runs: list[StoredRun], data: DataBundle,
                     probe_cfg: ProbeConfig, noise_cfg: NoiseConfig) -> list[dict[str, Any]]:
     """Probes (+ gap, MIR/DMC) and robustness of one stored run, as rows of ``R/diagnostics``."""
     spec = data.spec
-    strategy = load_checkpoint(run.record.checkpoint, spec)
+    strategy = load_checkpoint(run.record.checkpoint, spec, run.record.store)
     partners = {run.modality: run} if run.modality else unimodal_partners(run, runs)
     unimodal = {m: s for m, r in partners.items()
                 if (s := r.score(spec, m)) is not None}
@@ -250,7 +255,7 @@ def existing_run_ids(results: str | Path) -> set[str]:
         return set()
 
 
-def diagnose_store(data: DataBundle, store: str | Path, results: str | Path,
+def diagnose_store(data: DataBundle, store: str | Path | Storage, results: str | Path,
                    probe_cfg: ProbeConfig | None = None, noise_cfg: NoiseConfig | None = None,
                    log: Callable[[str], None] = print, redo: bool = False) -> list[str]:
     """Write training rows (when missing) and diagnostics rows for every finished run of

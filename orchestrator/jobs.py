@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -30,13 +29,11 @@ from orchestrator.train_fn import (
 from trainers.compare import unimodal_configs, val_score_text
 from trainers.config import TrainConfig
 from trainers.data import DataBundle
-from trainers.runs import RunRecord, load_record
+from trainers.runs import RunRecord
+from trainers.storage import Storage, StorageError
 
 STORAGE_ENV = "FUSION_STORAGE"
-
-
-class StorageError(OSError):
-    """The storage path cannot hold results; the message says what to pass instead."""
+__all__ = ["StorageError", "default_storage", "prepare_storage", "run_jobs", "train_unimodal"]
 
 
 class JobsFailed(RuntimeError):
@@ -47,18 +44,10 @@ def default_storage() -> str:
     return os.environ.get(STORAGE_ENV) or "./results"
 
 
-def prepare_storage(path: str | Path) -> Path:
-    """The absolute storage folder, created and checked writable (one-line error if not)."""
-    folder = Path(path).expanduser().absolute()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
-            pass
-    except OSError as err:
-        raise StorageError(f"storage path {str(folder)!r} is not writable ({err.strerror or err});"
-                           f" pass --storage <a folder you can write> or set {STORAGE_ENV}"
-                           ) from None
-    return folder
+def prepare_storage(location: str | Path) -> Storage:
+    """The storage (a folder or an object-store URI), created and checked writable: a missing
+    bucket, missing credentials or an endpoint that does not answer is a one-line error."""
+    return Storage.open(location).check_writable()
 
 
 def max_concurrent(resources: JobResources) -> int:
@@ -88,7 +77,7 @@ def run_jobs(jobs: Sequence[JobSpec], resources: JobResources,
     records: dict[str, RunRecord] = {}
     todo: dict[str, JobSpec] = {}
     for job in jobs:
-        found = load_record(job.folder)
+        found = job.record()
         if found is not None:
             records[job.name] = found
         elif job.name not in todo:
@@ -126,7 +115,7 @@ def _train_all(todo: list[JobSpec], resources: JobResources, limit: int) -> dict
 
 
 def unimodal_jobs(data_ref: DataRef, data: DataBundle, base: TrainConfig, seeds: Sequence[int],
-                  storage: str | Path) -> dict[tuple[int, str], JobSpec]:
+                  storage: str | Path | Storage) -> dict[tuple[int, str], JobSpec]:
     """One job per (seed, modality): each modality's backbone trained on its own."""
     return {(seed, m): make_job(data_ref, data.spec, cfg, storage,
                                 label=f"unimodal:{m} seed {seed}")
@@ -135,7 +124,7 @@ def unimodal_jobs(data_ref: DataRef, data: DataBundle, base: TrainConfig, seeds:
 
 
 def train_unimodal(data_ref: DataRef, data: DataBundle, base: TrainConfig, seeds: Sequence[int],
-                   storage: str | Path, resources: JobResources
+                   storage: str | Path | Storage, resources: JobResources
                    ) -> dict[int, dict[str, RunRecord]]:
     """Finished unimodal runs per seed and modality, all (missing) modalities trained at once."""
     jobs = unimodal_jobs(data_ref, data, base, seeds, storage)
@@ -147,5 +136,5 @@ def train_unimodal(data_ref: DataRef, data: DataBundle, base: TrainConfig, seeds
 
 
 def checkpoints(records: Mapping[str, RunRecord]) -> dict[str, str]:
-    """modality -> model.pt of its finished unimodal run (UME members, UMT teachers...)."""
-    return {m: str(r.checkpoint) for m, r in records.items()}
+    """modality -> name of its finished unimodal run (UME members, UMT teachers...)."""
+    return {m: r.name for m, r in records.items()}

@@ -8,7 +8,8 @@ same file unless they write the same run, and then the last complete write wins 
 deterministic ``run_id`` replaces its rows instead of duplicating them). Write all rows of a run
 in one call. ``pd.read_parquet(path)`` opens the directory in one line (while every part has the
 current version); :func:`read_results` also validates and migrates parts of older versions. Paths
-may be local or ``s3://``/``gs://`` URIs (through ``pyarrow.fs``; only local paths are tested).
+may be local or ``s3://``/``gs://`` URIs (through :mod:`trainers.storage`; tested on a local S3
+server).
 
 | column | type | meaning |
 |---|---|---|
@@ -52,9 +53,7 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import re
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -65,6 +64,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from trainers.storage import Storage
 
 SCHEMA_VERSION = 1
 VERSION_KEY = b"fusion_orchestrator.schema_version"
@@ -184,19 +185,18 @@ def write_results(
     if df.empty:
         raise ValueError("write_results got no rows; build them with result_rows")
     _validate(df, "write_results")
-    fs, root = _filesystem(path)
-    if fs.get_file_info(root).type == pafs.FileType.File:
+    store = Storage.open(path)
+    if store.is_file():
         raise ValueError(
             f"{path} is a file; results are a directory of part files, pass a directory"
         )
-    fs.create_dir(root, recursive=True)
     written = []
     for run_id, part in df.groupby("run_id", sort=True):
-        final = f"{root}/{part_filename(str(run_id))}"
-        tmp = f"{root}/.{uuid.uuid4().hex}.tmp"
-        pq.write_table(_to_table(part), tmp, filesystem=fs)
-        fs.move(tmp, final)
-        written.append(final)
+        buffer = pa.BufferOutputStream()
+        pq.write_table(_to_table(part), buffer)
+        name = part_filename(str(run_id))
+        store.write_bytes(buffer.getvalue().to_pybytes(), name)
+        written.append(store.uri(name))
     return written
 
 
@@ -208,19 +208,18 @@ def part_filename(run_id: str) -> str:
 
 def read_results(path: str | Path) -> pd.DataFrame:
     """All rows of a results directory (or one Parquet file), validated and migrated."""
-    fs, root = _filesystem(path)
-    info = fs.get_file_info(root)
-    if info.type == pafs.FileType.NotFound:
-        raise FileNotFoundError(f"no results at {path}; write some with write_results first")
-    if info.type == pafs.FileType.File:
-        files = [root]
-    else:
-        listing = fs.get_file_info(pafs.FileSelector(root))
-        files = sorted(
+    store = Storage.open(path)
+    fs = store.fs
+    if store.is_file():
+        files = [store.root]
+    elif store.is_dir():
+        files = [
             f.path
-            for f in listing
+            for f in store.list()
             if f.is_file and f.base_name.endswith(".parquet") and f.base_name[0] not in "._"
-        )
+        ]
+    else:
+        raise FileNotFoundError(f"no results at {path}; write some with write_results first")
     tables = [_read_part(fs, f) for f in files]
     return pa.concat_tables(tables or [SCHEMA.empty_table()]).to_pandas()
 
@@ -370,13 +369,6 @@ def _at(df: pd.DataFrame, i: int) -> str:
 
 
 # --- storage and migration -------------------------------------------------------------------
-
-
-def _filesystem(path: str | Path) -> tuple[pafs.FileSystem, str]:
-    text = str(path)
-    if "://" in text:
-        return pafs.FileSystem.from_uri(text)
-    return pafs.LocalFileSystem(), os.path.abspath(text).replace(os.sep, "/")
 
 
 def _to_table(df: pd.DataFrame) -> pa.Table:

@@ -16,10 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -40,6 +38,7 @@ from orchestrator.train_fn import (
     finished_record,
     fit_job,
     make_job,
+    ray_storage,
     report_metrics,
     running_best,
 )
@@ -47,7 +46,8 @@ from trainers.api import build
 from trainers.config import ConfigError, TrainConfig
 from trainers.data.contract import DatasetSpec
 from trainers.loop import TrainingDiverged, selection_score
-from trainers.runs import RunRecord, load_record
+from trainers.runs import RunRecord
+from trainers.storage import Storage
 
 TUNE_ENV = {
     # Tune snapshots the experiment every >= 10 s by default; often enough that restore has state.
@@ -98,7 +98,7 @@ class SweepContext:
     spec: DatasetSpec
     base: TrainConfig  # strategy config with teachers / warm start already filled in
     space: SearchSpace
-    storage: str
+    storage: Storage
     resources: JobResources
 
     def job(self, values: Mapping[str, Any], trial_id: str = "") -> JobSpec:
@@ -124,17 +124,16 @@ class TrialOutcome:
         return selection_score(self.record.metrics["val"], "fused")
 
 
-def stored_history(folder: Path) -> list[dict[str, Any]] | None:
-    """The per-epoch history of the finished run in ``folder``, or None."""
-    if load_record(folder) is None:
-        return None
-    return json.loads((folder / "result.json").read_text())["history"]
+def stored_history(job: JobSpec) -> list[dict[str, Any]] | None:
+    """The per-epoch history of the job's finished run, or None."""
+    record = job.record()
+    return None if record is None else record.history()
 
 
 def trial_fn(config: dict[str, Any], ctx: SweepContext) -> None:
     """One trial: replay a finished run, or drive a TorchTrainer that reports its epochs."""
     job = ctx.job(config, tune.get_context().get_trial_id())
-    history = stored_history(job.folder)
+    history = stored_history(job)
     if history is not None:
         best = None
         for flat in history:
@@ -148,7 +147,8 @@ def trial_fn(config: dict[str, Any], ctx: SweepContext) -> None:
 def experiment_name(ctx: SweepContext, cfg: SweepConfig) -> str:
     """Deterministic, so ``--resume`` finds the sweep that the same arguments started."""
     ident = {"base": ctx.base.to_dict(), "space": [vars(p) for p in ctx.space],
-             "num_samples": cfg.num_samples, "seed": cfg.seed, "data": vars(ctx.data)}
+             "num_samples": cfg.num_samples, "seed": cfg.seed, "data": vars(ctx.data),
+             "storage": ctx.storage.location}
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode())
     return f"{ctx.space.strategy}-{ctx.spec.name}-s{cfg.seed}-{digest.hexdigest()[:10]}"
 
@@ -184,7 +184,7 @@ def _tuner(ctx: SweepContext, cfg: SweepConfig, name: str) -> tune.Tuner:
             num_samples=cfg.num_samples,
             max_concurrent_trials=cfg.max_concurrent or max_concurrent(ctx.resources),
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}"),
-        run_config=tune.RunConfig(name=name, storage_path=tune_storage(ctx.storage),
+        run_config=tune.RunConfig(name=name, **ray_storage(ctx.storage, "tune"),
                                   failure_config=tune.FailureConfig(max_failures=0)),
     )
 
@@ -195,8 +195,6 @@ def _trainable(ctx: SweepContext) -> Any:
                                {"cpu": 0, **driver_resources()})
 
 
-def tune_storage(storage: str) -> str:
-    return os.path.join(storage, RAY_DIR, "tune")
 
 
 def run_sweep(ctx: SweepContext, cfg: SweepConfig, resume: bool = False) -> list[TrialOutcome]:
@@ -204,19 +202,21 @@ def run_sweep(ctx: SweepContext, cfg: SweepConfig, resume: bool = False) -> list
     for key, value in TUNE_ENV.items():
         os.environ.setdefault(key, value)
     name = experiment_name(ctx, cfg)
-    path = os.path.join(tune_storage(ctx.storage), name)
+    state = ctx.storage.child(RAY_DIR, "tune", name)
+    path = state.location
     if resume:
-        if not tune.Tuner.can_restore(path):
+        if not tune.Tuner.can_restore(state.path(), storage_filesystem=state.fs):
             raise ConfigError(f"--resume: no interrupted sweep at {path}; run without --resume "
                               "(with the same arguments as the interrupted run) to start one")
         print(f"[sweep] resuming {path}", flush=True)
-        tuner = tune.Tuner.restore(path, trainable=_trainable(ctx), resume_unfinished=True,
-                                   resume_errored=True)
+        tuner = tune.Tuner.restore(state.path(), trainable=_trainable(ctx),
+                                   resume_unfinished=True, resume_errored=True,
+                                   storage_filesystem=state.fs)
     else:
-        if os.path.isdir(path):  # Tune state only; finished runs stay in the run store
+        if state.is_dir():  # Tune state only; finished runs stay in the run store
             print(f"[sweep] starting over: replacing the earlier sweep state in {path} "
                   "(finished trials are reused from the run store)", flush=True)
-            shutil.rmtree(path)
+            state.delete()
         tuner = _tuner(ctx, cfg, name)
     try:
         grid = tuner.fit()
@@ -227,10 +227,10 @@ def run_sweep(ctx: SweepContext, cfg: SweepConfig, resume: bool = False) -> list
 
 
 def _outcome(ctx: SweepContext, result: tune.Result) -> TrialOutcome:
-    trial_id = Path(result.path).name.removeprefix("trial_")
+    trial_id = result.path.rstrip("/").rsplit("/", 1)[-1].removeprefix("trial_")
     values = {k: native(v) for k, v in (result.config or {}).items()}
     job = ctx.job(values, trial_id)
-    record = load_record(job.folder)
+    record = job.record()
     last = dict(result.metrics or {})
     if result.error is not None:
         status = "diverged" if _diverged(result.error) else "error"

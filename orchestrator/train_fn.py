@@ -5,8 +5,10 @@ object store), runs the one training loop with a callback that sends epochs to
 ``ray.train.report`` (at most one report per 5 s, see :func:`report_interval_s`) together with
 the loop's resumable state as a checkpoint, and resumes from
 ``ray.train.get_checkpoint()`` after a worker failure. A finished run is written to the run store
-in the layout of :mod:`trainers.runs` (``<storage>/<run_name>/model.pt`` + ``result.json``), so a
-run trained on Ray is reused locally and vice versa. The rank-0 return value carries the outcome
+in the layout of :mod:`trainers.runs` (``<storage>/<run_name>/model.pt`` + ``result.json``, the
+record last), through :mod:`trainers.storage`, so the storage may be a local folder, a shared
+mount or an object store, and a run trained on Ray is reused locally and vice versa. The rank-0
+return value carries the outcome
 (V2 ``Result.metrics`` only reflects checkpointed reports, RAY_NOTES section 4).
 """
 
@@ -27,12 +29,13 @@ import torch
 from ray.train.torch import TorchTrainer
 
 from trainers.api import evaluate_splits, train
-from trainers.checkpoint import save_checkpoint
+from trainers.checkpoint import resolving
 from trainers.config import ConfigError, TrainConfig
 from trainers.data import DataBundle, create_dataset, list_datasets
 from trainers.data.contract import DatasetSpec
 from trainers.loop import EpochReport, TrainingDiverged
-from trainers.runs import RunRecord, load_record, run_name, write_record
+from trainers.runs import RunRecord, load_record, run_name, save_run
+from trainers.storage import Storage
 
 STATE_FILE = "loop_state.pt"
 BEST_KEY = "val_best"  # running best validation selection score: what sweeps optimise
@@ -70,7 +73,7 @@ class JobSpec:
     data: DataRef
     config: TrainConfig
     name: str  # trainers.runs.run_name(spec, config)
-    storage: str  # absolute path of the run store
+    storage: Storage  # the run store (local folder or object storage)
     splits: tuple[str, ...] = ("val", "test")
     label: str = ""  # for progress lines, e.g. "unimodal:m1 seed 0"
     fail_once_at_epoch: int = 0
@@ -85,18 +88,21 @@ class JobSpec:
                               f"{self.fail_once_at_epoch!r}; use 0 for no fault drill")
 
     @property
-    def folder(self) -> Path:
-        return Path(self.storage) / self.name
+    def location(self) -> str:
+        return self.storage.uri(self.name)
+
+    def record(self) -> RunRecord | None:
+        return load_record(self.storage, self.name)
 
     @property
-    def fail_marker(self) -> Path:
-        return Path(self.storage) / RAY_DIR / f"{self.name}.failed-once"
+    def fail_marker(self) -> tuple[str, str]:
+        return RAY_DIR, f"{self.name}.failed-once"
 
 
-def make_job(data: DataRef, spec: DatasetSpec, cfg: TrainConfig, storage: str | Path,
-             **kw: Any) -> JobSpec:
+def make_job(data: DataRef, spec: DatasetSpec, cfg: TrainConfig,
+             storage: str | Path | Storage, **kw: Any) -> JobSpec:
     """A job named with :func:`trainers.runs.run_name`, the one naming function."""
-    return JobSpec(data, cfg, run_name(spec, cfg), os.path.abspath(storage), **kw)
+    return JobSpec(data, cfg, run_name(spec, cfg), Storage.open(storage), **kw)
 
 
 @dataclass(frozen=True)
@@ -193,10 +199,9 @@ class RayReporter:
                 or time.monotonic() - self.last_report >= self.interval)
 
     def _fault_drill(self, epoch: int) -> None:
-        marker = self.job.fail_marker
-        if epoch == self.job.fail_once_at_epoch and not marker.exists():
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text(f"crashed after epoch {epoch}\n")
+        marker, store = self.job.fail_marker, self.job.storage
+        if epoch == self.job.fail_once_at_epoch and not store.is_file(*marker):
+            store.write_text(f"crashed after epoch {epoch}\n", *marker)
             raise RuntimeError(f"fault drill: worker of {self.job.name} crashes after epoch "
                                f"{epoch}")
 
@@ -228,24 +233,28 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
                "resumed_from": int(resume["epoch"]) if resume else 0}
     t0 = time.perf_counter()
     try:
-        strategy, result = train(data, _threads(job.config), [RayReporter(job, history)], resume)
+        with resolving(job.storage):
+            strategy, result = train(data, _threads(job.config), [RayReporter(job, history)],
+                                     resume)
     except TrainingDiverged as err:
         return {**outcome, "diverged": str(err)}
     metrics = evaluate_splits(strategy, data, job.splits)
     wall = time.perf_counter() - t0 + (history[-1]["wall_time_s"] if history else 0.0)
     if ray.train.get_context().get_world_rank() == 0:
-        job.folder.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(strategy, job.folder / "model.pt", run=job.name)
-        write_record(job.folder, metrics, result.epochs_run, wall,
-                     [r.flat() for r in result.history])
+        save_run(job.storage, job.name, strategy, metrics, result.epochs_run, wall,
+                 [r.flat() for r in result.history])
     return {**outcome, "epochs": result.epochs_run, "wall_time_s": wall}
 
 
 # --- driver side --------------------------------------------------------------------------------
 
 
-def train_storage(storage: str) -> str:
-    return os.path.join(storage, RAY_DIR, "train")
+def ray_storage(storage: Storage, kind: str) -> dict[str, Any]:
+    """``storage_path`` and ``storage_filesystem`` for Ray Train or Tune (``kind``): Ray's own
+    files live under ``<storage>/_ray/<kind>``, on the same filesystem as the run store."""
+    if storage.is_local:
+        return {"storage_path": storage.path(RAY_DIR, kind)}
+    return {"storage_path": storage.path(RAY_DIR, kind), "storage_filesystem": storage.fs}
 
 
 def fit_job(job: JobSpec, resources: JobResources,
@@ -258,7 +267,7 @@ def fit_job(job: JobSpec, resources: JobResources,
         scaling_config=resources.scaling(),
         run_config=ray.train.RunConfig(
             name=job.name,
-            storage_path=train_storage(job.storage),
+            **ray_storage(job.storage, "train"),
             failure_config=ray.train.FailureConfig(max_failures=resources.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             callbacks=list(callbacks),
@@ -272,8 +281,8 @@ def finished_record(job: JobSpec, result: ray.train.Result) -> RunRecord:
     outcome = result.return_value or {}
     if "diverged" in outcome:
         raise TrainingDiverged(f"{job.label or job.name}: {outcome['diverged']}")
-    record = load_record(job.folder)
+    record = job.record()
     if record is None:
         raise RuntimeError(f"{job.name}: Train finished but wrote no run record under "
-                           f"{job.folder}; is the storage path shared by all nodes?")
+                           f"{job.location}; is the storage shared by all nodes?")
     return replace(record, reused=False)

@@ -23,8 +23,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.results import COLUMNS, read_results
-from orchestrator.sweep import tune_storage
-from orchestrator.train_fn import DataRef, JobResources, finished_record, fit_job, make_job
+from orchestrator.train_fn import RAY_DIR, DataRef, JobResources, finished_record, fit_job, make_job
 from sweeps import reconboost_tune, umt_tune, unimodal_ensembles
 from trainers.config import TrainConfig
 
@@ -76,11 +75,11 @@ def test_worker_failure_resumes_from_checkpoint(ray_session: str, store: Path) -
     cfg = TrainConfig(strategy="fusion_concat", epochs=3, embed_dim=4, hidden_dim=8)
     job = make_job(ref, ref.load().spec, cfg, store, fail_once_at_epoch=2)
     result = fit_job(job, JobResources(cpus_per_worker=1, max_failures=1))
-    assert job.fail_marker.read_text().startswith("crashed after epoch 2")
+    assert job.storage.read_text(*job.fail_marker).startswith("crashed after epoch 2")
     assert result.return_value["resumed_from"] == 2  # not a restart from scratch
     record = finished_record(job, result)
     assert record.epochs == 3 and set(record.metrics) == {"val", "test"}
-    history = json.loads((record.path / "result.json").read_text())["history"]
+    history = record.history()
     assert [h["epoch"] for h in history] == [1, 2, 3]
 
 
@@ -153,7 +152,7 @@ def test_interrupted_sweep_resumes(ray_session: str, store: Path,
             "--space", "lambda_distill=uniform:1:10"]
     own_tmp = tempfile.mkdtemp(prefix="rayi")
     env = {**os.environ, "RAY_TMPDIR": own_tmp}
-    tune_dir = Path(tune_storage(str(store)))
+    tune_dir = store / RAY_DIR / "tune"
     done, finished = _interrupt_after_first_trial(["sweeps/umt_tune.py", *args], env, tune_dir)
     assert done.returncode == 130, done.stdout[-2000:] + done.stderr[-2000:]
     assert "dashboard: http://127.0.0.1:" in done.stderr

@@ -37,7 +37,8 @@ def unimodal_configs(data: DataBundle, base: TrainConfig) -> dict[str, TrainConf
 
 def dependent_config(strategy: str, base: TrainConfig, ckpts: dict[str, str],
                      extra: dict | None = None) -> TrainConfig:
-    """The config of a strategy that reuses the finished unimodal checkpoints ``ckpts``."""
+    """The config of a strategy that reuses the finished unimodal runs ``ckpts`` (modality ->
+    run name, looked up in the run store when the strategy is built)."""
     params = dict(extra or {})
     if strategy in ("ume", "unicat"):
         params.setdefault("members", ckpts)
@@ -57,7 +58,7 @@ def plan_and_run(data: DataBundle, base: TrainConfig, strategies: Sequence[str],
     for seed in seeds:
         seeded = base.replace(seed=seed)
         uni = {m: runner(data, cfg) for m, cfg in unimodal_configs(data, seeded).items()}
-        ckpts = {m: str(r.checkpoint) for m, r in uni.items()}
+        ckpts = {m: r.name for m, r in uni.items()}
         if "unimodal" in strategies:
             out += [(f"unimodal:{m}", r) for m, r in uni.items()]
         for s in strategies:

@@ -1,9 +1,17 @@
-"""Deterministic run names and a local store of finished runs.
+"""Deterministic run names and the store of finished runs (local folder or object storage).
 
 A run is named from (dataset, dataset version, strategy, modality, backbone, hyper-parameters,
 seed): no timestamps, so a rerun finds the finished run and reuses it instead of training again.
 The orchestrator names its Ray jobs with the same function, so local and cluster runs line up.
-Layout: ``<store>/<run_name>/model.pt`` (weights) and ``result.json`` (metrics, history).
+Layout: ``<store>/<run_name>/model.pt`` (weights) and ``result.json`` (metrics, history). The
+record is written last: a run counts as finished only when its ``result.json`` exists, and both
+files are written all-or-nothing (:mod:`trainers.storage`), on a local disk and in S3 alike.
+
+Runs that depend on other runs (UME/UniCat members, UMT teachers, ReconBoost warm starts) name
+them by **run name** in their params, never by file path, so the same run has the same name
+locally, on Ray and in a moved or copied store. :func:`resolving` makes a store the place where
+those names are looked up while a strategy is built
+(:func:`trainers.checkpoint.resolve_dependency`).
 """
 
 from __future__ import annotations
@@ -11,14 +19,16 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from trainers.api import evaluate_splits, train
-from trainers.checkpoint import save_checkpoint
+from trainers.checkpoint import MODEL_FILE, RECORD_FILE, checkpoint_bytes, resolving
 from trainers.config import TrainConfig
 from trainers.data.contract import DataBundle, DatasetSpec
+from trainers.storage import Storage
 
 # Settings that do not change what is learned are left out of the run's identity.
 NOT_IDENTITY = ("device", "num_threads")
@@ -41,52 +51,75 @@ def run_name(spec: DatasetSpec, cfg: TrainConfig) -> str:
 @dataclass(frozen=True)
 class RunRecord:
     name: str
-    path: Path  # the run's folder
+    store: Storage  # the run store that holds it
     metrics: dict[str, Any]  # split -> key -> metric -> value
     epochs: int
     wall_time_s: float
     reused: bool
 
     @property
+    def location(self) -> str:
+        """The run's folder, as a path or URI (for messages)."""
+        return self.store.uri(self.name)
+
+    @property
     def checkpoint(self) -> Path:
-        return self.path / "model.pt"
+        """A local path of ``model.pt`` (fetched once per node from a remote store)."""
+        return self.store.local_copy(self.name, MODEL_FILE)
+
+    def history(self) -> list[dict[str, Any]]:
+        return json.loads(self.store.read_text(self.name, RECORD_FILE))["history"]
 
 
-def load_record(folder: Path) -> RunRecord | None:
-    """The finished run in ``folder``, or None when there is none (or it is incomplete)."""
-    result, model = folder / "result.json", folder / "model.pt"
-    if not (result.is_file() and model.is_file()):
+def load_record(store: str | Path | Storage, name: str) -> RunRecord | None:
+    """The finished run ``name`` in ``store``, or None when there is none (or it is incomplete)."""
+    store = Storage.open(store)
+    if not store.is_file(name, RECORD_FILE):
         return None
-    data = json.loads(result.read_text())
-    return RunRecord(folder.name, folder, data["metrics"], data["epochs"], data["wall_time_s"],
+    data = json.loads(store.read_text(name, RECORD_FILE))
+    return RunRecord(name, store, data["metrics"], data["epochs"], data["wall_time_s"],
                      reused=True)
 
 
-def write_record(folder: Path, metrics: dict, epochs: int, wall: float, history: list) -> None:
+def write_record(store: str | Path | Storage, name: str, metrics: dict, epochs: int,
+                 wall: float, history: list) -> None:
     payload = {"metrics": metrics, "epochs": epochs, "wall_time_s": wall, "history": history}
-    tmp = folder / "result.json.tmp"
-    tmp.write_text(json.dumps(payload, indent=1, default=float))
-    tmp.replace(folder / "result.json")
+    Storage.open(store).write_text(json.dumps(payload, indent=1, default=float), name,
+                                   RECORD_FILE)
 
 
-def train_or_reuse(data: DataBundle, cfg: TrainConfig, store: str | Path,
+def save_run(store: str | Path | Storage, name: str, strategy: Any, metrics: dict, epochs: int,
+             wall: float, history: list) -> RunRecord:
+    """Write a finished run: the weights first, the record last (what makes it finished)."""
+    store = Storage.open(store)
+    store.write_bytes(checkpoint_bytes(strategy, run=name), name, MODEL_FILE)
+    write_record(store, name, metrics, epochs, wall, history)
+    return RunRecord(name, store, metrics, epochs, wall, reused=False)
+
+
+def finished_runs(store: str | Path | Storage) -> Iterator[RunRecord]:
+    """Every finished run in ``store``, in name order."""
+    store = Storage.open(store)
+    for info in store.list():
+        if info.type.name == "Directory" and not info.base_name.startswith(("_", ".")):
+            record = load_record(store, info.base_name)
+            if record is not None:
+                yield record
+
+
+def train_or_reuse(data: DataBundle, cfg: TrainConfig, store: str | Path | Storage,
                    splits: tuple[str, ...] = ("val", "test")) -> RunRecord:
     """Reuse the finished run named for (data, cfg) under ``store``, or train and save it."""
-    folder = Path(store) / run_name(data.spec, cfg)
-    found = load_record(folder)
+    store = Storage.open(store)
+    name = run_name(data.spec, cfg)
+    found = load_record(store, name)
     if found is not None:
         return found
     t0 = time.perf_counter()
-    strategy, result = train(data, cfg)
+    with resolving(store):
+        strategy, result = train(data, cfg)
     metrics = evaluate_splits(strategy, data, splits)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(strategy, folder / "model.pt", run=folder.name)
     wall = time.perf_counter() - t0
-    write_record(folder, metrics, result.epochs_run, wall, [r.flat() for r in result.history])
-    return RunRecord(folder.name, folder, metrics, result.epochs_run, wall, reused=False)
+    return save_run(store, name, strategy, metrics, result.epochs_run, wall,
+                    [r.flat() for r in result.history])
 
-
-def record_dict(rec: RunRecord) -> dict[str, Any]:
-    out = asdict(rec)
-    out["path"] = str(rec.path)
-    return out
