@@ -30,8 +30,8 @@ USER_ERRORS = (ConfigError, DataError, ProbeError, FileNotFoundError, KeyError, 
 def cmd_report(args: argparse.Namespace) -> int:
     from orchestrator.report import build_report
 
-    folder = build_report(args.results, args.out, args.dataset)
-    print(f"wrote {folder / 'report.md'} and its plots")
+    where = build_report(args.results, args.out, args.dataset)
+    print(f"wrote {where}/report.md and its plots")
     return 0
 
 
@@ -76,7 +76,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("report", help="write report.md and plots from Parquet results")
     r.add_argument("results", help="results directory (Parquet part files)")
-    r.add_argument("--out", help="output folder (default: RESULTS/report)")
+    r.add_argument("--out", help="output folder or URI (default: reports/ beside RESULTS)")
     r.add_argument("--dataset", help="the dataset to report when the results hold several")
     d = sub.add_parser("diagnose", help="probes, MIR/DMC, robustness for a store's runs")
     add_dataset_options(d, required=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import ray
 
-from orchestrator.ray_utils import cluster_cpus, cluster_gpus, driver_resources
+from orchestrator.ray_utils import driver_resources
 from orchestrator.train_fn import (
     DataRef,
     JobResources,
@@ -51,10 +51,17 @@ def prepare_storage(location: str | Path) -> Storage:
 
 
 def max_concurrent(resources: JobResources) -> int:
-    """How many one-worker jobs fit on the cluster at once."""
-    if resources.gpu():
-        return max(1, int(cluster_gpus()))
-    return max(1, int(cluster_cpus() / resources.cpus_per_worker + 1e-9))
+    """How many jobs fit at once on the cluster scaled up as far as its autoscaler may go."""
+    return resources.max_jobs()
+
+
+def resolve_resources(resources: JobResources) -> JobResources:
+    """GPUs per worker decided for this cluster and the worker checked to fit on some node;
+    says once what was decided."""
+    done = resources.resolved()
+    if done != resources:
+        _say(f"{done.gpus_per_worker:g} GPU(s) per training worker (--gpus-per-job auto)")
+    return done
 
 
 def _fit_remote(job: JobSpec, resources: JobResources) -> tuple[RunRecord, str]:
@@ -74,6 +81,7 @@ def _done_line(job: JobSpec, record: RunRecord, node: str) -> str:
 def run_jobs(jobs: Sequence[JobSpec], resources: JobResources,
              limit: int | None = None) -> list[RunRecord]:
     """One record per job, in order: finished runs are reused, the others trained on Ray."""
+    resources = resolve_resources(resources)
     records: dict[str, RunRecord] = {}
     todo: dict[str, JobSpec] = {}
     for job in jobs:

@@ -31,7 +31,10 @@ DEFAULT_CLIENT_PORT = 10001
 DRIVER_RESOURCE = "train_driver"
 HEAD_RESOURCE = "node:__internal_head__"
 JOB_ENV_DEFAULTS = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
-JOB_ENV_PASSED = ("FUSION_REPORT_INTERVAL_S",)  # the driver's value reaches every worker
+# The driver's values reach every worker: the report interval, and the S3 endpoint of an
+# S3-compatible store (credentials are not copied: workers use their own, e.g. a node's role).
+JOB_ENV_PASSED = ("FUSION_REPORT_INTERVAL_S", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+                  "AWS_DEFAULT_REGION")
 
 
 class ClusterUnreachable(ConnectionError):
@@ -131,11 +134,3 @@ def driver_resources() -> dict[str, float]:
     ``fit()`` places on the caller's node) to the head, never to a GPU or spot worker."""
     name = DRIVER_RESOURCE if DRIVER_RESOURCE in ray.cluster_resources() else HEAD_RESOURCE
     return {name: 0.001}
-
-
-def cluster_gpus() -> float:
-    return float(ray.cluster_resources().get("GPU", 0.0))
-
-
-def cluster_cpus() -> float:
-    return float(ray.cluster_resources().get("CPU", 0.0))

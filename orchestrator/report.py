@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ import pandas as pd
 from orchestrator import report_plots as plots
 from orchestrator.results import FUSED, read_results, summary_table
 from orchestrator.sweep_summary import SweepSummary, summarise_sweep
+from trainers.storage import Storage
 
 ORDER = ("fusion_concat", "fusion_avg", "ume", "unicat", "umt", "reconboost")
 SCALE_FREE = frozenset({"mir", "dmc"})  # ratios: shown as they are, not in percent
@@ -339,11 +341,29 @@ def _sweep_text(s: SweepSummary, data: ReportData, out: Path) -> str:
     return text + f"\n\n![sweep history]({name})\n"
 
 
+def default_report_location(results: str | Path) -> str:
+    """``reports/`` beside the results folder (never inside it: that folder holds Parquet parts
+    only, so ``pd.read_parquet`` keeps reading it)."""
+    location = Storage.open(results).location
+    return location.rsplit("/", 1)[0] + "/reports"
+
+
 def build_report(results: str | Path, out: str | Path | None = None,
-                 dataset: str | None = None) -> Path:
-    """Write ``report.md`` and the PNGs into ``out`` (default ``<results>/report``)."""
+                 dataset: str | None = None) -> str:
+    """Write ``report.md`` and the PNGs into ``out`` (a folder or URI; default ``reports/``
+    beside ``results``); returns where. Remote reports are drawn locally, then uploaded."""
+    target = Storage.open(out if out is not None else default_report_location(results))
+    if target.is_local:
+        render_report(results, Path(target.root), dataset)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            render_report(results, Path(tmp), dataset)
+            target.upload_dir(Path(tmp))
+    return target.location
+
+
+def render_report(results: str | Path, folder: Path, dataset: str | None = None) -> None:
     data = load_report_data(results, dataset)
-    folder = Path(out) if out is not None else Path(results) / "report"
     folder.mkdir(parents=True, exist_ok=True)
     runs = data.rows.loc[~data.rows["run_id"].str.contains("/", regex=False), "run_id"]
     head = (f"# Report: {data.dataset}\n\nFrom `{results}`: {runs.nunique()} runs, seeds "
@@ -355,4 +375,3 @@ def build_report(results: str | Path, out: str | Path | None = None,
                 mir_section(data), robustness_section(data, folder), selection_section(data),
                 sweep_sections(data, folder)]
     (folder / "report.md").write_text("\n".join(s for s in sections if s))
-    return folder

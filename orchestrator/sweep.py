@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import optuna
@@ -26,7 +26,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from orchestrator.jobs import max_concurrent
+from orchestrator.jobs import max_concurrent, resolve_resources
 from orchestrator.ray_utils import driver_resources
 from orchestrator.space import SearchSpace, native
 from orchestrator.train_fn import (
@@ -147,8 +147,7 @@ def trial_fn(config: dict[str, Any], ctx: SweepContext) -> None:
 def experiment_name(ctx: SweepContext, cfg: SweepConfig) -> str:
     """Deterministic, so ``--resume`` finds the sweep that the same arguments started."""
     ident = {"base": ctx.base.to_dict(), "space": [vars(p) for p in ctx.space],
-             "num_samples": cfg.num_samples, "seed": cfg.seed, "data": vars(ctx.data),
-             "storage": ctx.storage.location}
+             "num_samples": cfg.num_samples, "seed": cfg.seed, "data": vars(ctx.data)}
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode())
     return f"{ctx.space.strategy}-{ctx.spec.name}-s{cfg.seed}-{digest.hexdigest()[:10]}"
 
@@ -201,6 +200,7 @@ def run_sweep(ctx: SweepContext, cfg: SweepConfig, resume: bool = False) -> list
     """Run (or, with ``resume``, restore and finish) the sweep; one outcome per trial."""
     for key, value in TUNE_ENV.items():
         os.environ.setdefault(key, value)
+    ctx = replace(ctx, resources=resolve_resources(ctx.resources))
     name = experiment_name(ctx, cfg)
     state = ctx.storage.child(RAY_DIR, "tune", name)
     path = state.location

@@ -28,6 +28,13 @@ import ray.train
 import torch
 from ray.train.torch import TorchTrainer
 
+from orchestrator.capacity import (
+    check_fits,
+    cluster_capacity,
+    max_jobs,
+    resolve_gpus,
+    worker_bundle,
+)
 from trainers.api import evaluate_splits, train
 from trainers.checkpoint import resolving
 from trainers.config import ConfigError, TrainConfig
@@ -107,29 +114,54 @@ def make_job(data: DataRef, spec: DatasetSpec, cfg: TrainConfig,
 
 @dataclass(frozen=True)
 class JobResources:
-    """Resources of one job's single Train worker and its retry budget.
+    """Resources of one job's Train workers and its retry budget.
 
-    ``use_gpu=None`` means: one GPU per worker when the cluster has GPUs, else CPUs only.
+    ``gpus_per_worker=None`` means auto: one GPU per worker when the cluster has GPUs or its
+    autoscaler can add nodes that have them, else none (:meth:`resolved` decides, once Ray is
+    up). ``workers`` > 1 trains one backbone data-parallel (DDP, each worker a shard).
     """
 
     cpus_per_worker: float = 1.0
-    use_gpu: bool | None = None
+    gpus_per_worker: float | None = None
+    workers: int = 1
     max_failures: int = 2
 
     def __post_init__(self) -> None:
-        if not self.cpus_per_worker > 0:
-            raise ConfigError(f"cpus_per_worker must be positive but got "
+        if not (isinstance(self.cpus_per_worker, int | float) and math.isfinite(
+                self.cpus_per_worker) and self.cpus_per_worker > 0):
+            raise ConfigError(f"--cpus-per-job must be a positive number but got "
                               f"{self.cpus_per_worker!r}; fractions like 0.5 are fine")
+        gpus = self.gpus_per_worker
+        if gpus is not None and not (isinstance(gpus, int | float) and math.isfinite(gpus)
+                                     and gpus >= 0):
+            raise ConfigError(f"--gpus-per-job must be auto or a number >= 0 but got {gpus!r}; "
+                              "use 0 for CPU-only jobs")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+            raise ConfigError(f"--workers-per-job must be an integer >= 1 but got "
+                              f"{self.workers!r}; use 1 for one worker per job")
         if self.max_failures < -1:
             raise ConfigError(f"max_failures must be >= -1 (-1: retry forever) but got "
                               f"{self.max_failures!r}")
 
-    def gpu(self) -> bool:
-        return bool(ray.cluster_resources().get("GPU")) if self.use_gpu is None else self.use_gpu
+    def bundle(self) -> dict[str, float]:
+        return worker_bundle(self.cpus_per_worker, self.gpus_per_worker or 0.0)
+
+    def resolved(self) -> JobResources:
+        """GPUs decided (auto -> 0 or 1) and checked against what the cluster can scale to:
+        a worker that fits on no node, up now or addable, is a one-line error (not a hang)."""
+        capacity = cluster_capacity()
+        done = replace(self, gpus_per_worker=resolve_gpus(self.gpus_per_worker, capacity))
+        check_fits(done.bundle(), capacity)
+        return done
+
+    def max_jobs(self) -> int:
+        """Jobs that run at once on the fully scaled cluster."""
+        return max_jobs(self.bundle(), cluster_capacity(), self.workers)
 
     def scaling(self) -> ray.train.ScalingConfig:
-        return ray.train.ScalingConfig(num_workers=1, use_gpu=self.gpu(),
-                                       resources_per_worker={"CPU": self.cpus_per_worker})
+        gpus = self.gpus_per_worker or 0.0
+        return ray.train.ScalingConfig(num_workers=self.workers, use_gpu=gpus > 0,
+                                       resources_per_worker=self.bundle())
 
 
 # --- worker side --------------------------------------------------------------------------------
@@ -223,9 +255,21 @@ def _threads(cfg: TrainConfig) -> TrainConfig:
     return cfg.replace(num_threads=max(1, int(cpus)))
 
 
+def require_cuda(gpus: float) -> None:
+    """A worker given a GPU trains on it or fails in one line (never silently on the CPU)."""
+    if gpus > 0 and not torch.cuda.is_available():
+        node = ray.get_runtime_context().get_node_id()[:8]
+        raise RuntimeError(f"no usable CUDA device: this worker on node {node} was given "
+                           f"{gpus:g} GPU(s) but torch {torch.__version__} sees none "
+                           f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); "
+                           "install a CUDA build of torch and the NVIDIA driver on GPU nodes, "
+                           "or pass --gpus-per-job 0")
+
+
 def train_fn_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     """Train ``loop_config["job"]``; returns the outcome (rank 0 writes the run store)."""
     job: JobSpec = loop_config["job"]
+    require_cuda(float(loop_config.get("gpus", 0.0)))
     data = job.data.load()
     resume = restored_state()
     history = resume["history"] if resume else []
@@ -263,7 +307,7 @@ def fit_job(job: JobSpec, resources: JobResources,
     rerunning an interrupted job resumes it from its last checkpoint (Train V2 semantics)."""
     trainer = TorchTrainer(
         train_fn_per_worker,
-        train_loop_config={"job": job},
+        train_loop_config={"job": job, "gpus": resources.gpus_per_worker or 0.0},
         scaling_config=resources.scaling(),
         run_config=ray.train.RunConfig(
             name=job.name,

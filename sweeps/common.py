@@ -13,7 +13,6 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from orchestrator.aggregate import (
     final_runs,
@@ -39,6 +38,7 @@ from trainers.__main__ import add_dataset_options
 from trainers.config import ConfigError, TrainConfig
 from trainers.data import DataBundle, DataError, parse_dataset_args
 from trainers.runs import RunRecord
+from trainers.storage import Storage
 
 USER_ERRORS = (ConfigError, DataError, StorageError, ClusterUnreachable, JobsFailed)
 
@@ -74,7 +74,7 @@ class Setup:
     data: DataBundle
     base: TrainConfig
     seeds: tuple[int, ...]
-    storage: Path
+    storage: Storage
     resources: JobResources
     address: str | None
     resume: bool
@@ -93,12 +93,19 @@ def parser(script: Script) -> argparse.ArgumentParser:
                    help=f"seeds of the final runs (mean ± std); default {list(script.full.seeds)}"
                         + (", the sweep itself uses the first" if script.strategy else ""))
     p.add_argument("--storage", default=default_storage(),
-                   help="run store and results folder, shared by all nodes (default: "
-                        "$FUSION_STORAGE or ./results)")
+                   help="run store and results: a folder, an NFS/EFS mount or a URI such as "
+                        "s3://bucket/prefix, shared by all nodes (default: $FUSION_STORAGE or "
+                        "./results)")
     p.add_argument("--epochs", type=int, default=None,
                    help=f"epochs per run (default {script.full.epochs})")
     p.add_argument("--cpus-per-job", type=float, default=1.0,
-                   help="CPUs of each training worker when there is no GPU (default 1)")
+                   help="CPUs of each training worker (default 1)")
+    p.add_argument("--gpus-per-job", default="auto", metavar="auto|N",
+                   help="GPUs of each training worker; auto (default): 1 when the cluster has "
+                        "GPUs or its autoscaler can add GPU nodes, else 0")
+    p.add_argument("--workers-per-job", type=int, default=1, metavar="N",
+                   help="Train workers per job (N > 1: data-parallel DDP, one GPU each when "
+                        "GPUs are used; default 1)")
     p.add_argument("--smoke-test", action="store_true",
                    help="tiny models, epochs and trials: finishes in about a minute")
     p.add_argument("--resume", action="store_true",
@@ -138,9 +145,22 @@ def setup(script: Script, args: argparse.Namespace) -> Setup:
     if script.strategy:
         samples = args.num_samples if args.num_samples is not None else budget.num_samples
         sweep = SweepConfig(_space(script, args), num_samples=samples, seed=seeds[0])
+    resources = JobResources(cpus_per_worker=args.cpus_per_job,
+                             gpus_per_worker=parse_gpus(args.gpus_per_job),
+                             workers=args.workers_per_job)
     return Setup(data_ref, data_ref.load(), base, seeds, prepare_storage(args.storage),
-                 JobResources(cpus_per_worker=args.cpus_per_job), args.address, args.resume,
-                 sweep)
+                 resources, args.address, args.resume, sweep)
+
+
+def parse_gpus(text: str) -> float | None:
+    """``auto`` -> None (decided once Ray is up), else a number of GPUs >= 0."""
+    if str(text).strip().lower() == "auto":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"--gpus-per-job must be auto or a number >= 0 but got {text!r}; "
+                          "e.g. --gpus-per-job 1") from None
 
 
 def train_unimodal(s: Setup) -> dict[int, dict[str, RunRecord]]:
@@ -153,7 +173,7 @@ def tune_and_report(s: Setup, extra: Mapping[str, object]) -> str:
     space, spec = s.sweep.space, s.data.spec
     unimodal = train_unimodal(s)
     bases = strategy_bases(space.strategy, s.base, unimodal, extra)
-    ctx = SweepContext(s.data_ref, spec, bases[s.seeds[0]], space, str(s.storage), s.resources)
+    ctx = SweepContext(s.data_ref, spec, bases[s.seeds[0]], space, s.storage, s.resources)
     outcomes = run_sweep(ctx, s.sweep, s.resume)
     print(f"\n{space.strategy} sweep, {len(outcomes)} trial(s) (val = best validation score):")
     print(describe(outcomes), flush=True)

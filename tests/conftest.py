@@ -79,3 +79,46 @@ def ray_session() -> Iterator[str]:
     finally:
         ray.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --- object storage: a real S3 API on 127.0.0.1 ----------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """ONE moto S3 server on 127.0.0.1 (a free port) for the session, stopped at its end; dummy
+    credentials and ``AWS_ENDPOINT_URL`` point this process (and the Ray workers it starts, which
+    inherit the environment) at it. Yields the endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    saved = {k: os.environ.get(k) for k in S3_ENV}
+    os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint,
+                       "AWS_EC2_METADATA_DISABLED": "true"})
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+S3_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL",
+          "AWS_EC2_METADATA_DISABLED")
+
+
+def make_bucket(endpoint: str, name: str) -> str:
+    import pyarrow.fs as pafs
+
+    host = endpoint.split("://", 1)[1]
+    pafs.S3FileSystem(endpoint_override=host, scheme="http", access_key="testing",
+                      secret_key="testing", region="us-east-1",
+                      allow_bucket_creation=True).create_dir(name)
+    return f"s3://{name}"

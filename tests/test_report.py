@@ -88,7 +88,7 @@ def results(tmp_path: Path) -> Path:
 
 
 def test_report_shows_hand_computed_tables_and_writes_readable_pngs(results, tmp_path):
-    folder = build_report(results, tmp_path / "report")
+    folder = Path(build_report(results, tmp_path / "report"))
     md = (folder / "report.md").read_text()
     # comparison: mean ± sample std over seeds, by hand: (80, 90) and (70, 75)
     assert "| fusion_concat | 85.00 ± 7.07 | 71.00 ± 1.41 | 32.00 ± 2.83 | 2 |" in md
@@ -125,7 +125,7 @@ def test_report_refuses_mixed_datasets_unless_one_is_picked(results, tmp_path):
     write_results(rows("other-ume-s0", "ume", 0, acc(0.5), dataset="other"), results)
     with pytest.raises(ReportError, match=r"mixes runs of datasets \['other', 'toy'\].*--dataset"):
         build_report(results)
-    md = (build_report(results, tmp_path / "r", dataset="other") / "report.md").read_text()
+    md = (Path(build_report(results, tmp_path / "r", dataset="other")) / "report.md").read_text()
     assert "# Report: other" in md and "fusion_concat" not in md
     with pytest.raises(ReportError, match="no rows of dataset 'nope'"):
         load_report_data(results, "nope")
@@ -193,7 +193,7 @@ def test_diagnose_store_writes_every_diagnostic_and_the_report_reads_them(tiny, 
     said: list[str] = []
     diagnose_store(tiny, store, res, log=said.append)  # diagnosed runs are skipped
     assert len(said) == 4 and all("has diagnostics already" in s for s in said)
-    md = (build_report(res) / "report.md").read_text()
+    md = (Path(build_report(res)) / "report.md").read_text()
     for section in ("## Comparison", "## Modality laziness", "## Modality imbalance",
                     "## Robustness", "## Selection trick"):
         assert section in md

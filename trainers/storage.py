@@ -43,7 +43,12 @@ def _s3_from_env(uri: str) -> tuple[pafs.FileSystem, str] | None:
     if not endpoint or "endpoint_override" in uri:
         return None
     parsed = urlparse(endpoint)
-    fs = pafs.S3FileSystem(endpoint_override=parsed.netloc or parsed.path,
+    # Keys from the environment are passed on explicitly so that the filesystem, pickled to Ray
+    # workers, reaches the same server with them (no instance profile behind a custom endpoint).
+    keys = {"access_key": os.environ["AWS_ACCESS_KEY_ID"],
+            "secret_key": os.environ.get("AWS_SECRET_ACCESS_KEY", "")} \
+        if os.environ.get("AWS_ACCESS_KEY_ID") else {}
+    fs = pafs.S3FileSystem(**keys, endpoint_override=parsed.netloc or parsed.path,
                            scheme=parsed.scheme or "https",
                            region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
                            connect_timeout=5, request_timeout=30,
