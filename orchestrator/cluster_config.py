@@ -19,8 +19,8 @@ Every failure is a one-line :class:`ClusterConfigError` (a ``ValueError``) namin
 fix. Ray's AWS ``prepare_config`` does not import boto3; only ``ray up`` itself needs it.
 ``prepare_config``/``validate_config`` are private Ray APIs (pinned Ray 2.60.0).
 
-CLI: ``python -m orchestrator.cluster_config cluster.yaml`` prints ``ok`` (and, on stderr, the
-placeholders still to edit) or the error, exiting 1.
+CLI: ``python -m orchestrator.cluster_config cluster.yaml`` prints ``ok``, or the error (a
+placeholder of the shipped file still unedited is one), exiting 1.
 """
 
 from __future__ import annotations
@@ -325,9 +325,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ClusterConfigError as e:
         print(f"error: {e}")
         return 1
+    left = find_placeholders(cfg)
+    if left:
+        print(f"error: {len(left)} placeholder(s) of the shipped file still to edit before "
+              f"`ray up`, first {left[0]}; replace the lines marked EDIT")
+        return 1
     print("ok")
-    for key in find_placeholders(cfg):
-        print(f"note: {key} still holds a placeholder; edit it before `ray up`", file=sys.stderr)
     return 0
 
 

@@ -43,6 +43,7 @@ from orchestrator.train_fn import (
     running_best,
 )
 from trainers.api import build
+from trainers.checkpoint import resolving
 from trainers.config import ConfigError, TrainConfig
 from trainers.data.contract import DatasetSpec
 from trainers.loop import TrainingDiverged, selection_score
@@ -156,7 +157,9 @@ def schedule(ctx: SweepContext) -> tuple[int, int]:
     """(epochs of the longest possible trial, epochs before its first validation score), with
     every key at its largest value: ASHA's ``max_t`` and the least sensible grace period."""
     cfg = ctx.space.apply(ctx.base, ctx.space.corner())
-    epochs = [(p.epochs, p.evaluate != "never") for p in build(ctx.spec, cfg).phases()]
+    with resolving(ctx.storage):  # teachers / warm starts are runs of this store
+        phases = build(ctx.spec, cfg).phases()
+    epochs = [(p.epochs, p.evaluate != "never") for p in phases]
     first = next((i for i, (_, scored) in enumerate(epochs) if scored), len(epochs) - 1)
     return sum(e for e, _ in epochs), sum(e for e, _ in epochs[:first + 1])
 

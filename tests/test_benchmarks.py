@@ -92,3 +92,16 @@ def test_trial_history_fills_epochs_without_a_tune_result(tmp_path):
     assert trial_history(path) == [0.5, 0.5, 0.7]
     assert trial_history(path, trained=5) == [0.5, 0.5, 0.7, 0.7, 0.7]
     assert trial_history(tmp_path / "missing.json") == []
+
+
+def test_gpu_check_says_no_cuda_and_exits_0_without_a_gpu() -> None:
+    import subprocess
+    import sys
+
+    import torch
+
+    if torch.cuda.is_available():
+        return  # on a GPU machine the check itself is what runs
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("no CUDA device")

@@ -52,8 +52,19 @@ def test_shipped_placeholders_are_listed(cfg: dict[str, Any]) -> None:
 
 
 def test_cli_ok_and_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([str(CLUSTER_YAML)]) == 0
+    assert main([str(CLUSTER_YAML)]) == 1  # the shipped file's EDIT placeholders
+    out = capsys.readouterr().out.strip()
+    assert out.startswith("error: ") and "ImageId" in out and "\n" not in out
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(CLUSTER_YAML.read_text().replace("ami-0123456789abcdef0", "ami-0abc")
+                      .replace("your-bucket", "lab-bucket").replace("YOUR_ACCOUNT_ID", "1234"))
+    assert main([str(edited)]) == 0
     assert capsys.readouterr().out.strip() == "ok"
+    relative = tmp_path / "relative.yaml"
+    relative.write_text(edited.read_text().replace("s3://lab-bucket/fusion-orchestrator",
+                                                   "results"))
+    assert main([str(relative)]) == 1
+    assert "not shared storage" in capsys.readouterr().out
     bad = tmp_path / "bad.yaml"
     bad.write_text(CLUSTER_YAML.read_text().replace("setup_commands:", "setup_comands:", 1))
     assert main([str(bad)]) == 1
