@@ -91,8 +91,12 @@ def test_sweep_and_job_configs_validate() -> None:
         SweepConfig(space, num_samples=0)
     with pytest.raises(ConfigError, match="reduction_factor"):
         SweepConfig(space, reduction_factor=1)
-    with pytest.raises(ConfigError, match="cpus_per_worker must be positive but got 0"):
+    with pytest.raises(ConfigError, match="--cpus-per-job must be a positive number but got 0"):
         JobResources(cpus_per_worker=0)
+    with pytest.raises(ConfigError, match="--gpus-per-job must be auto or a number >= 0"):
+        JobResources(gpus_per_worker=math.inf)
+    with pytest.raises(ConfigError, match="--workers-per-job must be an integer >= 1"):
+        JobResources(workers=0)
     with pytest.raises(ConfigError, match="unknown dataset 'nope'; valid datasets"):
         DataRef("nope")
 
@@ -135,6 +139,10 @@ def test_storage_must_be_writable(tmp_path: Path) -> None:
      "dataset 'rgbnt201' needs the argument 'root' (command line: --dataset-arg root=VALUE)"),
     (umt_tune, ["--dataset-arg", "n"], "--dataset-arg 'n' is not KEY=VALUE"),
     (umt_tune, ["--dataset-arg", "size=3"], "dataset 'synthetic_both' has no argument 'size'"),
+    (unimodal_ensembles, ["--gpus-per-job", "-1"], "--gpus-per-job must be auto or a number >= 0"),
+    (unimodal_ensembles, ["--gpus-per-job", "two"], "--gpus-per-job must be auto or a number"),
+    (unimodal_ensembles, ["--workers-per-job", "0"], "--workers-per-job must be an integer >= 1"),
+    (unimodal_ensembles, ["--cpus-per-job", "nan"], "--cpus-per-job must be a positive number"),
 ])
 def test_script_bad_input_is_one_line(script, args: list[str], needle: str, tmp_path: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
