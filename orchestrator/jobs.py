@@ -11,6 +11,7 @@ its worker that Train gives up on it.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -112,14 +113,24 @@ def _train_all(todo: list[JobSpec], resources: JobResources, limit: int) -> dict
             record, node = ray.get(ready[0])
         except ray.exceptions.RayTaskError as err:
             cause = err.cause if err.cause is not None else err
-            failed.append(f"{job.label or job.name}: {type(cause).__name__}: {cause}")
-            print(f"[jobs] FAILED {failed[-1]}", file=sys.stderr, flush=True)
+            failed.append(f"{job.label or job.name}: {root_line(cause)}")
+            print(f"[jobs] FAILED {job.label or job.name}: {type(cause).__name__}: {cause}",
+                  file=sys.stderr, flush=True)
             continue
         done[job.name] = record
         _say(_done_line(job, record, node))
     if failed:
-        raise JobsFailed(f"{len(failed)} job(s) failed; first: {failed[0].splitlines()[0]}")
+        raise JobsFailed(f"{len(failed)} job(s) failed; first: {failed[0]}")
     return done
+
+
+def root_line(err: BaseException) -> str:
+    """The line that says what went wrong: the innermost ``SomeError: message`` of a (Ray
+    Train) error whose text wraps the worker's traceback."""
+    text = f"{type(err).__name__}: {err}"
+    found = [ln.strip() for ln in text.splitlines()
+             if re.match(r"^\s*[A-Za-z_.]*(Error|Exception|Diverged)\b.*: \S", ln)]
+    return (found or [text.splitlines()[0]])[-1][:400]
 
 
 def unimodal_jobs(data_ref: DataRef, data: DataBundle, base: TrainConfig, seeds: Sequence[int],

@@ -30,6 +30,7 @@ DEFAULT_CLIENT_PORT = 10001
 # Custom resource of the head node in cluster.yaml; Ray's own head marker is the fallback.
 DRIVER_RESOURCE = "train_driver"
 HEAD_RESOURCE = "node:__internal_head__"
+GCS_PORT_ENV = "RAY_GCS_SERVER_PORT"
 JOB_ENV_DEFAULTS = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
 # The driver's values reach every worker: the report interval, and the S3 endpoint of an
 # S3-compatible store (credentials are not copied: workers use their own, e.g. a node's role).
@@ -93,20 +94,67 @@ def job_env() -> dict[str, str]:
 
 
 def connect(address: str | None = None, num_cpus: int | None = None) -> RayInfo:
-    """Join the cluster at ``address``, or start a local Ray with the dashboard on 127.0.0.1."""
+    """Join the cluster at ``address``, or start a local Ray with the dashboard on 127.0.0.1.
+
+    Without ``address`` a NEW local Ray is started (``address="local"``), never a ``ray start``
+    head that happens to run on this machine. Every process of the job gets ``RAY_ADDRESS`` of
+    the cluster it belongs to: Ray processes that look their cluster up (Train's placement-group
+    cleaner) otherwise fail with "Found multiple active Ray instances" when another Ray runs on
+    the same machine, and a sweep then stalls with its finished trials' resources never freed.
+    """
     if address:
         check_address(address)
+        pinned = _gcs_address(address)
+        env = {**job_env(), **({"RAY_ADDRESS": pinned} if pinned else {})}
         try:
-            ray.init(address=address, log_to_driver=True, runtime_env={"env_vars": job_env()})
+            ray.init(address=address, log_to_driver=True, runtime_env={"env_vars": env})
         except ConnectionError as err:
-            raise ClusterUnreachable(
-                f"no Ray cluster at {address!r} ({err}); start one with `ray start --head`, or "
-                "leave out --address to start a local Ray"
-            ) from None
+            raise ClusterUnreachable(_connect_error(address, err)) from None
         return _info(started_here=False)
-    ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host=DASHBOARD_HOST,
-             runtime_env={"env_vars": job_env()})
+    port = _free_port()
+    env = {**job_env(), "RAY_ADDRESS": f"{ray.util.get_node_ip_address()}:{port}"}
+    saved = os.environ.get(GCS_PORT_ENV)
+    os.environ[GCS_PORT_ENV] = str(port)  # read by ray.init when it starts the head
+    try:
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True,
+                 dashboard_host=DASHBOARD_HOST, runtime_env={"env_vars": env})
+    finally:
+        if saved is None:
+            os.environ.pop(GCS_PORT_ENV, None)
+        else:
+            os.environ[GCS_PORT_ENV] = saved
     return _info(started_here=True)
+
+
+def _gcs_address(address: str) -> str:
+    """The GCS address to pin (``auto`` resolved the way Ray resolves it); "" for ray://."""
+    if address.startswith(CLIENT_PREFIX):
+        return ""
+    if address == "auto":
+        from ray._private.services import canonicalize_bootstrap_address_or_die  # private
+
+        try:
+            return canonicalize_bootstrap_address_or_die("auto")
+        except ConnectionError as err:
+            raise ClusterUnreachable(f"--address auto: {str(err).splitlines()[0]}; pass the "
+                                     "cluster's host:port instead") from None
+    return address
+
+
+def _connect_error(address: str, err: Exception) -> str:
+    cause = f"{err} {err.__cause__ or ''}"
+    if "InvalidAuthToken" in cause or "Authentication" in type(err.__cause__).__name__:
+        return (f"the Ray cluster at {address!r} uses token authentication and this process has "
+                "no valid token; copy it from the head (`ray get-auth-token`) into "
+                "RAY_AUTH_TOKEN or ~/.ray/auth_token, and set RAY_AUTH_MODE=token")
+    return (f"no Ray cluster at {address!r} ({str(err).splitlines()[0]}); start one with "
+            "`ray start --head`, or leave out --address to start a local Ray")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
 
 
 @contextmanager

@@ -26,7 +26,7 @@ from typing import Any
 import ray
 import ray.train
 import torch
-from ray.train.torch import TorchTrainer
+from ray.train.torch import TorchConfig, TorchTrainer
 
 from orchestrator.capacity import (
     check_fits,
@@ -155,7 +155,8 @@ class JobResources:
         return done
 
     def max_jobs(self) -> int:
-        """Jobs that run at once on the fully scaled cluster."""
+        """Jobs that run at once on the fully scaled cluster (nodes up now count once more
+        when the autoscaler may still add their type: an upper bound, Ray queues the rest)."""
         return max_jobs(self.bundle(), cluster_capacity(), self.workers)
 
     def scaling(self) -> ray.train.ScalingConfig:
@@ -309,6 +310,9 @@ def fit_job(job: JobSpec, resources: JobResources,
         train_fn_per_worker,
         train_loop_config={"job": job, "gpus": resources.gpus_per_worker or 0.0},
         scaling_config=resources.scaling(),
+        # One worker needs no collective: gloo then, so that a GPU node whose CUDA is broken
+        # reaches require_cuda's one-line error instead of failing NCCL set-up in a retry loop.
+        torch_config=TorchConfig(backend="gloo") if resources.workers == 1 else None,
         run_config=ray.train.RunConfig(
             name=job.name,
             **ray_storage(job.storage, "train"),

@@ -139,7 +139,9 @@ sys.exit(code)
 
 
 def test_autoscaler_starts_a_gpu_node_for_a_job(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
+    # A cluster of its own on loopback: token auth off, so that no other test's token matters.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+           "RAY_AUTH_MODE": "disabled"}
     args = ["--smoke-test", "--dataset", "synthetic_both", "--storage", str(tmp_path),
             "--seeds", "0"]
     proc = subprocess.run([sys.executable, "-c", AUTOSCALED, *args], cwd=ROOT, env=env,
@@ -151,4 +153,6 @@ def test_autoscaler_starts_a_gpu_node_for_a_job(tmp_path: Path) -> None:
     assert gpu_nodes and gpu_nodes[0], "the autoscaler started no GPU node"
     # The worker ran on the new GPU node and refused to fall back to the CPU:
     assert f"no usable CUDA device: this worker on node {gpu_nodes[0][:8]}" in out, out[-3000:]
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and "no usable CUDA device" in errors[0], errors
     assert proc.returncode == 2 and "LEFT 0" in out
