@@ -134,11 +134,6 @@ def test_rectification_updates_every_learner_and_beta(tiny):
     assert has_grad(s.head) and has_grad(s.beta)
 
 
-def test_learnable_weights_give_one_beta_per_modality(tiny):
-    s = rb(tiny, fusion="lw")
-    assert s.beta.shape == (2,)
-
-
 def test_best_stage_is_chosen_on_validation_never_on_test(tiny):
     s = rb(tiny, stages=4)
     test_calls = []
