@@ -10,11 +10,16 @@ Values are fractions unless said otherwise:
 |---|---|---|---|
 | `probe_accuracy` | train, val, test | the probed modality | linear probe on the frozen encoder |
 | `probe_map` | train, val, query | the probed modality | reid: mAP of that embedding alone |
-| `probe_gap` | test (reid: query) | the probed modality | unimodal run score - probe, same seed |
+| `probe_gap` | test (reid: query) | the probed modality | unimodal score (*) - probe, same seed |
 | `mir` | test (reid: query) | `fused` | MIR_mm of the method's probes (a ratio) |
 | `dmc` | test (reid: query) | `fused` | MIR_mm / MIR_uni (a ratio) |
 | `noise_accuracy@<level>` | test | noised modality, `all` | fused accuracy, noise = level x std |
 | `missing_accuracy` | test | the zeroed modality | fused accuracy with that modality set to 0 |
+
+(*) Like with like (:func:`reference_score`): for classification the unimodal run's own test
+accuracy; for reid the mAP of the unimodal run's raw encoder embedding (its probe), because the
+probe of a fused model ranks the raw encoder output (there is no per-modality BNNeck) while the
+run's reported mAP uses its BNNeck features. MIR_uni and DMC use the same reference scores.
 
 Two per-seed pseudo-runs summarise the unimodal runs of a seed (strategy ``unimodal``, run_id
 ``<dataset>-unimodal-<hash>-s<seed>/mir``, metric ``mir`` = MIR_uni) and the selection trick
@@ -45,6 +50,7 @@ from trainers.diagnostics import (
     ProbeResult,
     Selection,
     modality_competition,
+    probe,
     probe_all,
     robustness,
     selection_trick,
@@ -92,9 +98,27 @@ class StoredRun:
                            if k not in NOT_BACKBONE}, sort_keys=True, default=str)
 
     def score(self, spec: DatasetSpec, modality: str) -> float | None:
-        """This run's own test score of ``modality`` (None when it has none)."""
-        by_key = self.record.metrics.get(eval_split(spec), {})
+        """This run's own test score of ``modality`` (None when it has none). Records keep
+        the test split under ``test`` for both tasks (reid: query against gallery)."""
+        by_key = self.record.metrics.get("test", {})
         return by_key.get(modality, {}).get(score_metric(spec))
+
+
+def reference_score(run: StoredRun, data: DataBundle, modality: str,
+                    probe_cfg: ProbeConfig) -> float | None:
+    """The unimodal run's score that a probe is compared with, like with like.
+
+    Classification: the run's own test accuracy (its encoder and its trained head; the probe
+    fits a linear head on a frozen encoder). Reid: the mAP of the run's raw encoder embedding
+    (pre-BNNeck), i.e. the probe of the unimodal run itself, because a fused model has no
+    per-modality BNNeck and its probe ranks the raw encoder output; the run's reported mAP uses
+    its BNNeck features and would not compare.
+    """
+    if data.spec.task == "classification":
+        return run.score(data.spec, modality)
+    model = load_checkpoint(run.record.checkpoint, data.spec, run.record.store)
+    return probe(model, data, modality, probe_cfg, splits=(eval_split(data.spec),)).scores[
+        eval_split(data.spec)]
 
 
 def stored_runs(store: str | Path | Storage, dataset: str) -> list[StoredRun]:
@@ -188,7 +212,7 @@ def run_diagnostics(run: StoredRun, runs: list[StoredRun], data: DataBundle,
     strategy = load_checkpoint(run.record.checkpoint, spec, run.record.store)
     partners = {run.modality: run} if run.modality else unimodal_partners(run, runs)
     unimodal = {m: s for m, r in partners.items()
-                if (s := r.score(spec, m)) is not None}
+                if (s := reference_score(r, data, m, probe_cfg)) is not None}
     metrics = probe_metrics(probe_all(strategy, data, probe_cfg), unimodal, spec)
     if spec.task == "classification":
         for split, by_mod in robustness_metrics(robustness(strategy, data, noise_cfg)).items():
@@ -227,9 +251,12 @@ def _pseudo_rows(run_id: str, strategy: str, group: Mapping[str, StoredRun], spe
                        dataset_version=dataset_version(spec), wall_time_s=0.0, epochs=0)
 
 
-def mir_uni_rows(group: Mapping[str, StoredRun], spec: DatasetSpec) -> list[dict[str, Any]]:
-    """MIR_uni of one seed's unimodal runs (strategy ``unimodal``, metric ``mir``)."""
-    scores = {m: r.score(spec, m) for m, r in group.items()}
+def mir_uni_rows(group: Mapping[str, StoredRun], data: DataBundle,
+                 probe_cfg: ProbeConfig) -> list[dict[str, Any]]:
+    """MIR_uni of one seed's unimodal runs (strategy ``unimodal``, metric ``mir``), from the
+    same scores the methods' DMC divides by (:func:`reference_score`)."""
+    spec = data.spec
+    scores = {m: reference_score(r, data, m, probe_cfg) for m, r in group.items()}
     if len(scores) < 2 or any(s is None or s <= 0 for s in scores.values()):
         return []
     comp = modality_competition(scores, scores)
@@ -275,7 +302,7 @@ def diagnose_store(data: DataBundle, store: str | Path | Storage, results: str |
         log(f"diagnosing {r.name}")
         batches.append(run_diagnostics(r, runs, data, probe_cfg, noise_cfg))
     for group in unimodal_groups(runs, data.spec):
-        batches.append(mir_uni_rows(group, data.spec))
+        batches.append(mir_uni_rows(group, data, probe_cfg))
         if data.spec.task == "classification":
             sel = selection_trick(data, {m: r.record.checkpoint for m, r in group.items()},
                                   probe_cfg)

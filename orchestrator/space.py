@@ -107,10 +107,10 @@ class Param:
 
 def tunable_keys(strategy: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(strategy settings, TrainConfig keys) that a space may search for ``strategy``."""
-    params = strategy_class(strategy).Params
-    own = tuple(f.name for f in fields(params)
+    cls = strategy_class(strategy)
+    own = tuple(f.name for f in fields(cls.Params)
                 if not isinstance(_default(f), Mapping | tuple | list))
-    return own, tuple(k for k in TRAIN_KEYS if k not in own)
+    return own, tuple(k for k in TRAIN_KEYS if k not in own and k not in cls.ignored_config)
 
 
 def _default(f: Any) -> Any:

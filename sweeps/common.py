@@ -137,7 +137,8 @@ def setup(script: Script, args: argparse.Namespace) -> Setup:
     if args.address:
         check_address(args.address)
     data_ref = DataRef(args.dataset, parse_dataset_args(args.dataset_arg))
-    base = TrainConfig(epochs=args.epochs or budget.epochs, **budget.model)
+    epochs = budget.epochs if args.epochs is None else args.epochs  # 0 is an error, not "unset"
+    base = TrainConfig(epochs=epochs, **budget.model)
     seeds = tuple(args.seeds if args.seeds is not None else budget.seeds)
     for seed in seeds:
         base.replace(seed=seed)  # validates

@@ -30,7 +30,10 @@ def tiny_reid() -> DataBundle:
 
 
 def tiny_cfg(strategy: str = "fusion_concat", **kw: object) -> TrainConfig:
+    from trainers.strategies import strategy_class
+
     base = {"embed_dim": 8, "hidden_dim": 16, "epochs": 2, "batch_size": 32, "seed": 0}
+    base = {k: v for k, v in base.items() if k not in strategy_class(strategy).ignored_config}
     return TrainConfig(strategy=strategy, **{**base, **kw})
 
 

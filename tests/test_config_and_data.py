@@ -56,10 +56,10 @@ def test_bad_config_values(kw, match):
         TrainConfig(**kw)
 
 
-def test_unknown_encoder_lists_valid_ones(tiny):
-    with pytest.raises(KeyError, match="unknown encoder 'resnet999' for modality 'm1'; valid "
-                                       "encoders: auto, cnn, gru, lstm, mlp or any timm model"):
-        build(tiny.spec, tiny_cfg(encoders={"m1": "resnet999"}))
+def test_unknown_encoder_lists_valid_ones():
+    with pytest.raises(ConfigError, match=r"encoders\['m1'\]: unknown encoder 'resnet999'; valid "
+                                          "encoders: auto, cnn, gru, lstm, mlp or any timm model"):
+        tiny_cfg(encoders={"m1": "resnet999"})
 
 
 def test_unknown_modality_for_unimodal(tiny):

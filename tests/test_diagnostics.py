@@ -107,6 +107,8 @@ def test_probe_config_errors_name_the_field():
         ProbeConfig(max_iter=0)
     with pytest.raises(ConfigError, match="weight_decay cannot be negative but got -1"):
         ProbeConfig(weight_decay=-1)
+    with pytest.raises(ConfigError, match="weight_decay must be a finite number >= 0 but got nan"):
+        ProbeConfig(weight_decay=float("nan"))
 
 
 def test_reid_probe_is_the_map_of_the_embedding_alone():
@@ -268,5 +270,8 @@ def test_robustness_errors(fused_model):
     data, model = fused_model
     with pytest.raises(ConfigError, match="targets names modality 'depth'"):
         robustness(model, data, NoiseConfig(targets=("depth",)))
-    with pytest.raises(ConfigError, match="levels cannot hold -1"):
+    with pytest.raises(ConfigError, match="levels entry cannot be negative but got -1"):
         NoiseConfig(levels=(0, -1))
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match=f"levels entry must be a finite number .*{bad}"):
+            NoiseConfig(levels=(0, bad))

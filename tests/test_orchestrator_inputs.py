@@ -134,7 +134,7 @@ def test_storage_must_be_writable(tmp_path: Path) -> None:
     (reconboost_tune, ["--space", "lamda=uniform:0:1"], "unknown key 'lamda'"),
     (reconboost_tune, ["--space", "lambda_boost"], "is not KEY=DIST"),
     (unimodal_ensembles, ["--dataset", "nope"], "unknown dataset 'nope'"),
-    (unimodal_ensembles, ["--seeds", "-1"], "seed must be a non-negative int but got -1"),
+    (unimodal_ensembles, ["--seeds", "-1"], "seed cannot be negative but got -1"),
     (unimodal_ensembles, ["--dataset", "rgbnt201"],
      "dataset 'rgbnt201' needs the argument 'root' (command line: --dataset-arg root=VALUE)"),
     (umt_tune, ["--dataset-arg", "n"], "--dataset-arg 'n' is not KEY=VALUE"),

@@ -112,6 +112,17 @@ def test_reconboost_sweep_warm_started(ray_session: str, store: Path,
     rb = df[(df["strategy"] == "reconboost") & (df["split"] == "test")]
     config = json.loads(rb["config_json"].iloc[0])
     assert set(config["params"]["warm_start"]) == {"m1", "m2"}
+    # the weights were loaded: the pretrained learners' own classifiers (frozen, kept in the
+    # ensemble's state) are exactly those of the finished unimodal runs
+    import torch
+
+    state = torch.load(store / rb["run_id"].iloc[0] / "model.pt", weights_only=True)["state"]
+    for m in ("m1", "m2"):
+        (uni_path,) = store.glob(f"synthetic_both-unimodal-{m}-*/model.pt")
+        uni = torch.load(uni_path, weights_only=True)["state"]
+        head = {k.removeprefix("model.head."): v for k, v in uni.items()
+                if k.startswith("model.head.")}
+        assert head and all(torch.equal(state[f"own_heads.{m}.{k}"], v) for k, v in head.items())
 
 
 def _terminated_trials(tune_dir: Path, known: set[Path]) -> set[str]:

@@ -134,11 +134,6 @@ def test_rectification_updates_every_learner_and_beta(tiny):
     assert has_grad(s.head) and has_grad(s.beta)
 
 
-def test_learnable_weights_give_one_beta_per_modality(tiny):
-    s = rb(tiny, fusion="lw")
-    assert s.beta.shape == (2,)
-
-
 def test_best_stage_is_chosen_on_validation_never_on_test(tiny):
     s = rb(tiny, stages=4)
     test_calls = []
@@ -166,9 +161,10 @@ def test_best_stage_is_chosen_on_validation_never_on_test(tiny):
 
 @pytest.mark.parametrize("params, match", [
     ({"epochs_per_stage": 0}, "epochs_per_stage must be an integer >= 1"),
-    ({"lambda_boost": -1.0}, "lambda_boost cannot be negative but got -1.0"),
+    ({"lambda_boost": -1.0}, r"lambda_boost must be in \[0, 1\] but got -1.0"),
     ({"alpha": -0.1}, "alpha cannot be negative"),
-    ({"fusion": "max"}, "fusion must be 'na' or 'lw'"),
+    ({"fusion": "max"}, r"fusion must be one of \['na', 'lw'\] but got 'max'"),
+    ({"variant": "code"}, r"variant must be one of \['paper', 'released'\]"),
     ({"lamda": 0.2}, "unknown reconboost param 'lamda'"),
     ({"order": ["m1", "m1"]}, "must list each modality once"),
 ])

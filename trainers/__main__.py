@@ -36,8 +36,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--strategies", nargs="+", default=None,
                    help=f"any of {', '.join(list_strategies())} (default: all for the task)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--epochs", type=int, default=10,
+                   help="epochs per run (not reconboost: stages x (E1 + E2), its own params)")
+    p.add_argument("--lr", type=float, default=1e-3,
+                   help="learning rate (not reconboost: its own SGD lr, default 0.01)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--store", default="runs", help="folder of finished runs (reused)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")

@@ -12,9 +12,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainers.config import TrainConfig
+from trainers.config import TrainConfig, config_default
 from trainers.data.contract import DataBundle
 from trainers.runs import RunRecord, train_or_reuse
+from trainers.strategies import strategy_class
 
 DEFAULT_STRATEGIES = {
     "classification": ("unimodal", "fusion_concat", "fusion_avg", "ume", "umt", "reconboost"),
@@ -46,7 +47,10 @@ def dependent_config(strategy: str, base: TrainConfig, ckpts: dict[str, str],
         params.setdefault("teachers", ckpts)
     elif strategy == "reconboost" and params.pop("warm_start", False) is True:
         params["warm_start"] = ckpts
-    return base.replace(strategy=strategy, params=params)
+    # settings the strategy does not use (ReconBoost's optimiser and length are its own params)
+    # keep their defaults instead of the shared budget's
+    unused = {k: config_default(k) for k in strategy_class(strategy).ignored_config}
+    return base.replace(strategy=strategy, params=params, **unused)
 
 
 def plan_and_run(data: DataBundle, base: TrainConfig, strategies: Sequence[str],

@@ -113,6 +113,8 @@ def train_epoch(strategy: Strategy, ds: MultimodalDataset, phase: Phase,
     totals: dict[str, float] = {}
     seen = 0
     for batch in batches(strategy, ds, batch_size, epoch_seed, train=True):
+        if phase.drop_last and len(batch["y"]) < batch_size:
+            continue
         batch = to_device(batch, device)
         out = strategy.forward_loss(batch, phase)
         loss = out["loss"]

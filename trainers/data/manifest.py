@@ -129,7 +129,8 @@ def parse_modality(d: Any, where: str) -> tuple[ModalitySpec, Norm]:
     if not isinstance(d, dict) or not {"name", "kind", "shape"} <= set(d):
         raise DataError(f"{where}: each modality needs 'name', 'kind' and 'shape' but got {d!r}")
     _unknown(set(d), _MODALITY_KEYS, f"{where} modality {d.get('name')!r}")
-    spec = ModalitySpec(d["name"], d["kind"], tuple(int(s) for s in d["shape"]))
+    spec = ModalitySpec(d["name"], d["kind"], _shape(d["shape"], f"{where} modality "
+                                                             f"{d['name']!r}"))
     if ("mean" in d or "std" in d) and spec.kind != "image":
         raise DataError(f"{where}: 'mean'/'std' only apply to image modalities ({spec.name!r} "
                         f"is {spec.kind})")
@@ -141,6 +142,15 @@ def parse_modality(d: Any, where: str) -> tuple[ModalitySpec, Norm]:
                             f"{spec.channels} values (std > 0) but got {mean} / {std}")
         norm = (mean, std)
     return spec, norm
+
+
+def _shape(value: Any, where: str) -> tuple[int, ...]:
+    """A declared shape: a list of positive integers (a string or a float is an error)."""
+    if (not isinstance(value, list) or not value
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in value)):
+        raise DataError(f"{where}: 'shape' must be a list of positive integers, e.g. [3, 64, 64], "
+                        f"but got {value!r}")
+    return tuple(value)
 
 
 def parse_declaration(d: dict[str, Any], root: Path, where: str) -> Declaration:

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainers.config import ConfigError
+from trainers.config import ConfigError, at_least, non_negative
 from trainers.data.contract import DataBundle, MultimodalDataset, iterate_batches
 from trainers.metrics import accuracy
 from trainers.strategies.base import Strategy
@@ -48,14 +48,8 @@ class ProbeConfig:
 
     def __post_init__(self) -> None:
         for name in ("max_iter", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"ProbeConfig.{name} must be an integer >= 1 but got "
-                                  f"{value!r}")
-        wd = self.weight_decay
-        if isinstance(wd, bool) or not isinstance(wd, int | float) or wd < 0:
-            raise ConfigError(f"ProbeConfig.weight_decay cannot be negative but got {wd!r}; "
-                              "use 0 for no penalty")
+            at_least(f"ProbeConfig.{name}", getattr(self, name), 1)
+        non_negative("ProbeConfig.weight_decay", self.weight_decay)  # 0: no penalty
 
 
 @dataclass(frozen=True)

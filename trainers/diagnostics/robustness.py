@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from trainers.config import ConfigError
+from trainers.config import ConfigError, non_negative
 from trainers.data.contract import DataBundle, MultimodalDataset, iterate_batches
 from trainers.metrics import accuracy
 from trainers.strategies.base import Strategy
@@ -46,11 +46,8 @@ class NoiseConfig:
         object.__setattr__(self, "levels", tuple(self.levels))
         object.__setattr__(self, "targets", tuple(self.targets))
         for v in self.levels:
-            if isinstance(v, bool) or not isinstance(v, int | float) or not v >= 0:
-                raise ConfigError(f"NoiseConfig.levels cannot hold {v!r}; use stds >= 0 such as "
-                                  "(0, 0.1, 0.5, 1)")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"NoiseConfig.seed must be a non-negative int but got {self.seed!r}")
+            non_negative("NoiseConfig.levels entry", v)  # stds such as (0, 0.1, 0.5, 1)
+        non_negative("NoiseConfig.seed", self.seed, int)
 
 
 @dataclass(frozen=True)

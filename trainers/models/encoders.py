@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from trainers.config import ConfigError
 from trainers.data.contract import ModalitySpec
 from trainers.registry import Registry
 
@@ -71,28 +73,97 @@ def timm_encoder(name: str, spec: ModalitySpec, embed_dim: int,
     import timm
 
     _need_kind(spec, "image", name)
-    kwargs: dict = {"pretrained": False, "in_chans": spec.channels, "num_classes": 0}
+    backbone = timm.create_model(name, pretrained=False, in_chans=spec.channels, num_classes=0)
     if pretrained_file:
-        kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": pretrained_file})
-    backbone = timm.create_model(name, **kwargs)
+        load_backbone_weights(backbone, name, pretrained_file)
     return nn.Sequential(backbone, nn.Linear(backbone.num_features, embed_dim))
+
+
+def read_weights(path: str) -> dict[str, torch.Tensor]:
+    """A state dict from a local ``.safetensors`` or ``.pth``/``.pt`` file (tensors only: a
+    pickle is never run); errors name the file."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"pretrained weights file {path!r} does not exist; give the path of a "
+                          "local .safetensors or .pth file (nothing is downloaded)")
+    try:
+        if file.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(file))
+        else:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any reader failure means the file is unusable
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(f"pretrained weights file {path!r} cannot be read ({reason[:200]}); "
+                          "save it again with torch.save(model.state_dict()) or "
+                          "safetensors") from None
+    for key in ("state_dict", "model", "state_dict_ema"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
+                                              for v in state.values()):
+        raise ConfigError(f"pretrained weights file {path!r} holds no state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_backbone_weights(backbone: nn.Module, name: str, path: str) -> None:
+    """Load a timm state dict strictly: every backbone key must come from the file (timm's own
+    loader would leave a non-fitting file's layers random with only a warning). The classifier
+    is dropped, and the first conv is adapted to the modality's channels as timm does."""
+    from timm.models import adapt_input_conv
+
+    state = read_weights(path)
+    cfg = getattr(backbone, "pretrained_cfg", {}) or {}
+    classifiers = cfg.get("classifier") or ()
+    for clf in (classifiers,) if isinstance(classifiers, str) else classifiers:
+        state.pop(f"{clf}.weight", None)
+        state.pop(f"{clf}.bias", None)
+    convs = cfg.get("first_conv") or ()
+    own = backbone.state_dict()
+    for conv in (convs,) if isinstance(convs, str) else convs:
+        key = f"{conv}.weight"
+        if key in state and key in own and state[key].shape[1] != own[key].shape[1]:
+            state[key] = adapt_input_conv(own[key].shape[1], state[key])
+    for k in own:  # a BatchNorm counter, not a weight: files often leave it out
+        if k.endswith("num_batches_tracked"):
+            state.setdefault(k, own[k])
+    missing = [k for k in own if k not in state]
+    if missing:
+        raise ConfigError(f"pretrained weights file {path!r} does not fit timm model {name!r}: "
+                          f"{len(missing)} of its {len(own)} keys are missing "
+                          f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); "
+                          f"give weights saved from {name!r}")
+    wrong = [k for k in own if state[k].shape != own[k].shape]
+    if wrong:
+        raise ConfigError(f"pretrained weights file {path!r} does not fit timm model {name!r}: "
+                          f"{wrong[0]} has shape {tuple(state[wrong[0]].shape)}, the model "
+                          f"{tuple(own[wrong[0]].shape)}; give weights saved from {name!r}")
+    backbone.load_state_dict({k: state[k] for k in own}, strict=True)
+
+
+def check_encoder_name(name: str, where: str = "encoder") -> None:
+    """``auto``, one of ours, or a timm model name (``timm.list_models()``)."""
+    if name == "auto" or name in ENCODERS or is_timm_model(name):
+        return
+    raise ConfigError(f"{where}: unknown encoder {name!r}; valid encoders: auto, "
+                      f"{', '.join(ENCODERS.names())} or any timm model name "
+                      "(timm.list_models())")
 
 
 def create_encoder(name: str, spec: ModalitySpec, embed_dim: int, hidden_dim: int = 128,
                    pretrained_file: str | None = None) -> nn.Module:
     """Build encoder ``name`` for ``spec``; ``auto`` picks the default for the modality kind."""
+    check_encoder_name(name, f"modality {spec.name!r}")
     if name == "auto":
         name = DEFAULT_BY_KIND[spec.kind]
     if name in ENCODERS:
         if pretrained_file:
-            raise ValueError(f"pretrained weights are only supported for timm encoders, not "
-                             f"{name!r} (modality {spec.name!r})")
+            raise ConfigError(f"pretrained weights are only supported for timm encoders, not "
+                              f"{name!r} (modality {spec.name!r})")
         return ENCODERS.get(name)(spec, embed_dim=embed_dim, hidden_dim=hidden_dim)
-    if is_timm_model(name):
-        return timm_encoder(name, spec, embed_dim, pretrained_file)
-    raise KeyError(f"unknown encoder {name!r} for modality {spec.name!r}; valid encoders: "
-                   f"auto, {', '.join(ENCODERS.names())} or any timm model name "
-                   "(timm.list_models())")
+    return timm_encoder(name, spec, embed_dim, pretrained_file)
 
 
 def is_timm_model(name: str) -> bool:

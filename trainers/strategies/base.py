@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainers.config import ConfigError, TrainConfig, make_params
+from trainers.config import ConfigError, TrainConfig, config_default, make_params
 from trainers.data.contract import DatasetSpec
 from trainers.models.encoders import create_encoder
 from trainers.models.fusion import ConcatFusion, LateFusion, create_head
@@ -58,6 +58,7 @@ class Phase:
     ``select_on``: which prediction is scored (``fused`` or a modality). ``select_scope``:
     ``run`` keeps the best state over the whole schedule (restored when training ends);
     ``phase`` restores this phase's best state when the phase ends (e.g. one UME member).
+    ``drop_last``: train on full batches only (ReconBoost's released code does).
     """
 
     name: str
@@ -69,6 +70,7 @@ class Phase:
     stage: int = -1
     select_on: str = "fused"
     select_scope: Literal["run", "phase"] = "run"
+    drop_last: bool = False  # skip each epoch's last partial training batch
 
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy", "strategies")
@@ -88,6 +90,10 @@ class Strategy(nn.Module):
     name: ClassVar[str] = ""
     Params: ClassVar[type] = NoParams
     tasks: ClassVar[tuple[str, ...]] = ("classification", "reid")
+    # TrainConfig fields the strategy does not use: they must keep their defaults (checked at
+    # construction) and are not searchable; ``ignored_hint`` says what to set instead.
+    ignored_config: ClassVar[tuple[str, ...]] = ()
+    ignored_hint: ClassVar[str] = ""
 
     def __init__(self, spec: DatasetSpec, cfg: TrainConfig) -> None:
         super().__init__()
@@ -96,6 +102,12 @@ class Strategy(nn.Module):
             raise ConfigError(f"{self.name} does not support {spec.task} (dataset "
                               f"{spec.name!r}); strategies for {spec.task}: "
                               f"{', '.join(alternatives)}")
+        for key in ("encoders", "pretrained"):
+            unknown = [m for m in getattr(cfg, key) if m not in spec.modality_names]
+            if unknown:
+                raise ConfigError(f"{key} names {unknown[0]!r}, which is not a modality of "
+                                  f"dataset {spec.name!r}; its modalities: "
+                                  f"{', '.join(spec.modality_names)}")
         self.spec = spec
         self.cfg = cfg
         self.p = self.make_params(cfg.params)
@@ -103,6 +115,15 @@ class Strategy(nn.Module):
     @classmethod
     def make_params(cls, values: Mapping[str, Any]) -> Any:
         return make_params(cls.Params, cls.name, values)
+
+    @classmethod
+    def check_config(cls, cfg: TrainConfig, params: Any) -> None:
+        """Reject TrainConfig settings this strategy would ignore (called at construction)."""
+        for key in cls.ignored_config:
+            value, default = getattr(cfg, key), config_default(key)
+            if value != default:
+                raise ConfigError(f"{cls.name} does not use TrainConfig.{key} (got {value!r}): "
+                                  f"{cls.ignored_hint}; leave {key} at its default {default!r}")
 
     # --- building blocks -------------------------------------------------------------
     def check_modality(self, m: str) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 
 from torch import nn
 
-from trainers.config import TrainConfig
+from trainers.config import ConfigError, TrainConfig
 from trainers.data.contract import DatasetSpec
 from trainers.strategies.base import OptimSpec, Phase, Strategy, trainable
 
@@ -42,7 +42,9 @@ class MemberEnsemble(Strategy):
         self.keys = member_keys([self.check_modality(m) for m in mods])
         unknown = [k for k in self.p.members if k not in self.keys]
         if unknown:
-            self.check_modality(unknown[0])
+            self.check_modality(modality_of(unknown[0]))
+            raise ConfigError(f"{self.name} members has {unknown[0]!r}, which is not one of its "
+                              f"modalities {self.keys}; add it to modalities or drop it")
         self.members = nn.ModuleDict()
         for key in self.keys:
             path, m = self.p.members.get(key), modality_of(key)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from trainers.config import ConfigError, TrainConfig
+from trainers.config import ConfigError, TrainConfig, non_negative
 from trainers.data.contract import DatasetSpec
 from trainers.strategies.base import register_strategy
 from trainers.strategies.ensemble import MemberEnsemble
@@ -21,8 +21,7 @@ class UMEParams:
 
     def __post_init__(self) -> None:
         for m, w in dict(self.weights).items():
-            if isinstance(w, bool) or not isinstance(w, int | float) or w < 0:
-                raise ConfigError(f"ume weight of {m!r} cannot be negative but got {w!r}")
+            non_negative(f"ume weight of {m!r}", w)
         if self.weights and sum(dict(self.weights).values()) <= 0:
             raise ConfigError("ume weights sum to 0; give at least one positive weight")
 

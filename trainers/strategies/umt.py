@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainers.config import ConfigError, TrainConfig
+from trainers.config import ConfigError, TrainConfig, non_negative
 from trainers.data.contract import DatasetSpec
 from trainers.strategies.base import Phase, register_strategy
 from trainers.strategies.fusion import FusionConcat
@@ -28,9 +28,7 @@ class UMTParams:
     teachers: Mapping[str, str] = field(default_factory=dict)  # modality -> unimodal checkpoint
 
     def __post_init__(self) -> None:
-        lam = self.lambda_distill
-        if isinstance(lam, bool) or not isinstance(lam, int | float) or lam < 0:
-            raise ConfigError(f"umt lambda_distill cannot be negative but got {lam!r}")
+        non_negative("umt lambda_distill", self.lambda_distill)
 
 
 @register_strategy("umt")
@@ -45,7 +43,7 @@ class UMT(FusionConcat):
                 f"umt needs a teacher for modality {missing[0]!r}: set params['teachers'] = "
                 "{modality: checkpoint of a finished unimodal run} (the orchestrator and "
                 "trainers.runs.train_or_reuse produce them)")
-        self._teachers = _load_teachers(spec, self.p.teachers)
+        self._teachers = _load_teachers(spec, self.p.teachers, cfg)
 
     def teachers(self) -> dict[str, nn.Module]:
         return dict(self._teachers.items)
@@ -74,7 +72,7 @@ class _Frozen:
         self.items = items
 
 
-def _load_teachers(spec: DatasetSpec, paths: Mapping[str, str]) -> _Frozen:
+def _load_teachers(spec: DatasetSpec, paths: Mapping[str, str], cfg: TrainConfig) -> _Frozen:
     from trainers.checkpoint import load_member
 
     teachers = {}
@@ -82,8 +80,30 @@ def _load_teachers(spec: DatasetSpec, paths: Mapping[str, str]) -> _Frozen:
         if m not in spec.modality_names:
             raise ConfigError(f"umt teacher for unknown modality {m!r}; dataset has "
                               f"{list(spec.modality_names)}")
-        enc = load_member(path, spec, "unimodal", m).encoder(m).eval()
+        teacher = load_member(path, spec, "unimodal", m)
+        _check_same_backbone(teacher.cfg, cfg, spec, m, path)
+        enc = teacher.encoder(m).eval()
         for p in enc.parameters():
             p.requires_grad_(False)
         teachers[m] = enc
     return _Frozen(teachers)
+
+
+def _check_same_backbone(teacher: TrainConfig, student: TrainConfig, spec: DatasetSpec,
+                         m: str, path: str) -> None:
+    """The teacher of ``m`` has the student's backbone and embedding size (MSE compares them);
+    ``hidden_dim`` counts for our own encoders, whose size it sets."""
+    from trainers.models.encoders import DEFAULT_BY_KIND, ENCODERS
+
+    def backbone(cfg: TrainConfig) -> str:
+        name = cfg.encoders.get(m, "auto")
+        return DEFAULT_BY_KIND[spec.modality(m).kind] if name == "auto" else name
+
+    checks = [("encoder", backbone(teacher), backbone(student)),
+              ("embed_dim", teacher.embed_dim, student.embed_dim)]
+    if backbone(student) in ENCODERS:
+        checks.append(("hidden_dim", teacher.hidden_dim, student.hidden_dim))
+    for what, t, s in checks:
+        if t != s:
+            raise ConfigError(f"umt teacher {str(path)!r} of {m!r} has {what} {t!r} but the "
+                              f"student has {s!r}; train the teacher with the student's {what}")
