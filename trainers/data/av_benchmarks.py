@@ -55,6 +55,7 @@ import numpy as np
 import torch
 
 from trainers.data import register_dataset
+from trainers.data.arrays import load_array
 from trainers.data.contract import DataBundle, DataError, DatasetSpec, ModalitySpec
 from trainers.data.loading import (
     OnError,
@@ -65,7 +66,6 @@ from trainers.data.loading import (
     check_fraction,
     check_size,
     image_files,
-    load_array,
     make_split,
     read_image,
     stratified_holdout,

@@ -10,7 +10,6 @@ counts them. Nothing is dropped silently.
 from __future__ import annotations
 
 import os
-import pickle
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -141,36 +140,6 @@ def image_tensor(im: Image.Image, size: tuple[int, int], channels: int,
 
 def read_image(path: Path, size: tuple[int, int], channels: int) -> torch.Tensor:
     return image_tensor(decode_image(path), size, channels)
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickles numpy arrays and nothing else: a .pkl file cannot run code on load."""
-
-    _allowed = {
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
-        ("numpy._core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
-        ("numpy._core.numeric", "_frombuffer"),
-    }
-
-    def find_class(self, module: str, name: str) -> object:
-        module = module.replace("numpy.core.", "numpy._core.")  # pickles written by numpy 1.x
-        if (module, name) not in self._allowed and not module.startswith("numpy.dtypes"):
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays")
-        return super().find_class(module, name)
-
-
-def load_array(path: Path) -> np.ndarray:
-    """A numpy array from .npy (no pickles) or a pickled array (.pkl, numpy types only)."""
-    try:
-        if path.suffix.lower() == ".npy":
-            return np.load(path, allow_pickle=False)
-        with open(path, "rb") as f:
-            arr = _NumpyOnlyUnpickler(f).load()
-    except (OSError, ValueError, EOFError, pickle.UnpicklingError) as e:
-        raise DataError(f"{path}: cannot read array ({e}); re-create the file") from e
-    if not isinstance(arr, np.ndarray):
-        raise DataError(f"{path}: holds a {type(arr).__name__}, not a numpy array")
-    return arr
 
 
 def path_under(root: Path, rel: str, where: str) -> Path:

@@ -49,6 +49,7 @@ import pyarrow.parquet as pq
 import torch
 
 from trainers.data import register_dataset
+from trainers.data.arrays import load_array
 from trainers.data.contract import (
     DataBundle,
     DataError,
@@ -65,7 +66,6 @@ from trainers.data.loading import (
     check_choice,
     decode_image,
     image_tensor,
-    load_array,
     make_split,
     path_under,
     relabel,
