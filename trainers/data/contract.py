@@ -9,6 +9,7 @@ names the sample and the field, never halfway through training.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -20,6 +21,8 @@ Task = Literal["classification", "reid"]
 KIND_RANK = {"image": 3, "vector": 1, "sequence": 2}
 CLASSIFICATION_SPLITS = ("train", "val", "test")
 REID_SPLITS = ("train", "val", "query", "gallery")
+# A dataset name becomes part of run folder names: one path component, never '.', '..' or '/'.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 class DataError(ValueError):
@@ -72,6 +75,11 @@ class DatasetSpec:
     version: str = "1"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not SAFE_NAME.fullmatch(self.name):
+            raise DataError(
+                f"DatasetSpec.name must be letters, digits, '_', '-' or '.' (not first) but got "
+                f"{self.name!r}; it names run folders, so it cannot hold a path"
+            )
         if self.task not in ("classification", "reid"):
             raise DataError(
                 f"DatasetSpec.task must be 'classification' or 'reid' but got {self.task!r}"

@@ -143,7 +143,8 @@ def read_image(path: Path, size: tuple[int, int], channels: int) -> torch.Tensor
 
 
 def path_under(root: Path, rel: str, where: str) -> Path:
-    """``root / rel``, refusing absolute paths and paths that climb out of ``root``."""
+    """``root / rel``, refusing absolute paths, paths that climb out of ``root`` and paths that
+    leave it through a symlink (the resolved path must lie inside the resolved root)."""
     posix = str(rel).replace("\\", "/")
     norm = os.path.normpath(posix) if posix else ""
     if (not posix or PurePosixPath(posix).is_absolute() or PureWindowsPath(rel).drive
@@ -152,7 +153,22 @@ def path_under(root: Path, rel: str, where: str) -> Path:
             f"{where}: path {rel!r} is not inside the dataset root {root}; paths must be "
             "relative to the root, without leading '/' or '..'"
         )
-    return root / norm
+    return inside(root, root / norm, where)
+
+
+def inside(root: Path, path: Path, where: str) -> Path:
+    """``path`` when it resolves (symlinks followed) to a place inside ``root``, else a
+    DataError: a link inside the dataset must not reach files outside it."""
+    real, real_root = path.resolve(), root.resolve()
+    if real != real_root and real_root not in real.parents:
+        raise DataError(f"{where}: {path} leads to {real}, outside the dataset root {real_root} "
+                        "(a symlink?); copy the file into the root instead")
+    return path
+
+
+def plain_name(name: str) -> bool:
+    """A file or folder name from an annotation file: one path component, not '.' or '..'."""
+    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0:")
 
 
 def check_sample(modalities: Sequence[ModalitySpec], x: Mapping[str, torch.Tensor],
