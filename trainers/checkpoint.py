@@ -25,6 +25,7 @@ def save_checkpoint(strategy: Strategy, path: str | Path, **meta: Any) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "strategy": strategy.name, "dataset": strategy.spec.name,
+               "data_identity": strategy.spec.identity,
                "config": strategy.cfg.to_json(), "meta": json.dumps(meta, default=str),
                "state": {k: v.detach().cpu() for k, v in strategy.state_dict().items()}}
     tmp = path.with_suffix(path.suffix + ".tmp")

@@ -323,14 +323,15 @@ def _modalities(spec_shape: tuple[int, int], num_frames: int,
 
 
 def _bundle(spec: DatasetSpec, listed: dict[str, tuple[list[Record], Problems]], read: Reader,
-            validate: str) -> DataBundle:
+            validate: str, sources: Sequence[Path]) -> DataBundle:
     splits, skipped = {}, 0
     for split, (records, problems) in listed.items():
         kept, n = usable(records, read, spec.modalities, problems, validate,
                          "check the layout in docs/datasets.md")
         splits[split] = make_split(spec, split, kept, read, validate)
         skipped += n
-    return DataBundle(spec, splits, skipped=skipped)
+    return DataBundle(spec, splits, skipped=skipped,
+                      sources=tuple(p for p in sources if p.is_file()))
 
 
 def _frames_recipe(num_frames: int, size: tuple[int, int]) -> str:
@@ -363,7 +364,7 @@ def cremad(root: str | Path, num_frames: int = 1, image_size: Sequence[int] = (2
                 f"{_frames_recipe(num_frames, size)}; val = stratified {val_fraction} of "
                 f"train.csv (seed {seed})"))
     read = partial(read_av, audio=cremad_spectrogram, num_frames=num_frames, size=size)
-    return _bundle(spec, listed, read, validate)
+    return _bundle(spec, listed, read, validate, [root / "train.csv", root / "test.csv"])
 
 
 @register_dataset("ave")
@@ -389,4 +390,4 @@ def ave(root: str | Path, num_frames: int = 3, image_size: Sequence[int] = (224,
                 f"standardised -> 1x257x1004; {_frames_recipe(num_frames, size)} from "
                 f"{frames_dir}; classes sorted"))
     read = partial(read_av, audio=ave_spectrogram, num_frames=num_frames, size=size)
-    return _bundle(spec, listed, read, validate)
+    return _bundle(spec, listed, read, validate, [*files.values(), root / "Annotations.txt"])

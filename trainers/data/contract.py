@@ -12,9 +12,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import torch
+
+from trainers.data.identity import fingerprinted
 
 ModalityKind = Literal["image", "vector", "sequence"]
 Task = Literal["classification", "reid"]
@@ -73,6 +76,10 @@ class DatasetSpec:
     class_names: tuple[str, ...] = ()
     recipe: str = ""
     version: str = "1"
+    # What was loaded (set by DataBundle) and the identity run names use (set by
+    # create_dataset: registered name + arguments + fingerprint); see trainers.data.identity.
+    fingerprint: str = field(default="", compare=False)
+    identity: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not SAFE_NAME.fullmatch(self.name):
@@ -265,6 +272,7 @@ class DataBundle:
     spec: DatasetSpec
     splits: Mapping[str, MultimodalDataset] = field(default_factory=dict)
     skipped: int = 0  # samples a loader skipped because the user asked it to (on_error="skip")
+    sources: tuple[str | Path, ...] = ()  # files describing the data (a manifest, split lists)
 
     def __post_init__(self) -> None:
         missing = [s for s in self.spec.split_names if s not in self.splits]
@@ -276,6 +284,8 @@ class DataBundle:
         for name, ds in self.splits.items():
             if ds.spec != self.spec:
                 raise DataError(f"dataset {self.spec.name!r}: split {name!r} has another spec")
+        if not self.spec.fingerprint:  # computed once per load
+            object.__setattr__(self, "spec", fingerprinted(self.spec, self.splits, self.sources))
 
     def __getitem__(self, split: str) -> MultimodalDataset:
         if split not in self.splits:

@@ -395,4 +395,5 @@ def manifest(root: str | Path, table: str | Path = "manifest.parquet",
         records["train"] = [replace(r, label=to_label[r.label]) for r in records["train"]]
     spec = build_spec(decl, records)
     splits = {s: make_dataset(spec, s, rs, read, inline, validate) for s, rs in records.items()}
-    return DataBundle(spec, splits, skipped=skipped)
+    sources = tuple(p for p in (root / table, root / "dataset.json") if p.is_file())
+    return DataBundle(spec, splits, skipped=skipped, sources=sources)
