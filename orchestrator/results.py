@@ -55,6 +55,7 @@ import math
 import os
 import re
 import uuid
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -221,8 +222,29 @@ def read_results(path: str | Path) -> pd.DataFrame:
             for f in listing
             if f.is_file and f.base_name.endswith(".parquet") and f.base_name[0] not in "._"
         )
-    tables = [_read_part(fs, f) for f in files]
+    folder = info.type != pafs.FileType.File
+    tables = [t for f in files if (t := _read_or_skip(fs, f, folder)) is not None]
     return pa.concat_tables(tables or [SCHEMA.empty_table()]).to_pandas()
+
+
+class UnreadablePartWarning(UserWarning):
+    """A part of a results directory is not readable Parquet (left out of what is read)."""
+
+
+def _read_or_skip(fs: pafs.FileSystem, file: str, in_folder: bool) -> pa.Table | None:
+    """One part; a part that is not readable Parquet (truncated, corrupt) is left out with a
+    one-line warning when a directory is read, so the other runs' rows are still reported;
+    a single file asked for by name is a one-line error."""
+    try:
+        return _read_part(fs, file)
+    except (OSError, pa.ArrowException) as e:
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        msg = (f"{file}: not readable Parquet ({why}); delete it and rerun the run named in its "
+               "file name to write its rows again")
+        if not in_folder:
+            raise ValueError(msg) from None
+        warnings.warn(f"{msg}; left out for now", UnreadablePartWarning, stacklevel=3)
+        return None
 
 
 def summary_table(
