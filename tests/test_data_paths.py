@@ -96,3 +96,16 @@ def test_ave_frames_symlinked_outside_the_root_are_rejected(tmp_path: Path) -> N
     frames.symlink_to(elsewhere)
     with pytest.raises(DataError, match="v000xYz leads to .*elsewhere, outside the dataset root"):
         create_dataset("ave", root=root, image_size=(8, 16))
+
+
+def test_reid_image_symlinked_outside_the_root_is_rejected(tmp_path: Path) -> None:
+    from tests.loader_trees import rgbnt201_name, rgbnt201_tree, write_jpg
+
+    root = rgbnt201_tree(tmp_path / "rgbnt201")
+    outside = write_jpg(tmp_path / "secret.jpg", 7)
+    link = root / "test" / "NI" / rgbnt201_name(50, 1)
+    link.unlink()
+    link.symlink_to(outside)
+    with pytest.raises(DataError, match=r"rgbnt201 split 'query': .*leads to .*secret.jpg, "
+                                        r"outside the dataset root"):
+        create_dataset("rgbnt201", root=root, image_size=(8, 4), val_fraction=0.3)
