@@ -73,6 +73,16 @@ def test_hand_built_bundle_is_fingerprinted_by_its_arrays() -> None:
     assert run_name(moved.spec, tiny_cfg()) != run_name(same.spec, tiny_cfg())
 
 
+def test_a_bundle_of_other_splits_never_keeps_the_old_fingerprint() -> None:
+    data = create_dataset("synthetic_unimodal", **SMALL)
+    part = DataBundle(data.spec, {s: TensorDataset(data.spec, s, {m: t[:8] for m, t in
+                                                                  data[s].tensors.items()},
+                                                   data[s].labels[:8])
+                                  for s in data.spec.split_names})
+    assert part.spec.fingerprint != data.spec.fingerprint
+    assert run_name(part.spec, tiny_cfg()) != run_name(data.spec, tiny_cfg())
+
+
 def _manifest_identity(root: Path) -> str:
     return create_dataset("manifest", root=root).spec.identity
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import Any
 
 from trainers.data.contract import (
@@ -39,7 +38,7 @@ def create_dataset(name: str, **kwargs: Any) -> DataBundle:
     bundle = factory(**kwargs)
     ident = dataset_identity(name, factory_arguments(factory, kwargs), bundle.spec.fingerprint,
                              drop_locations=covers_content(bundle.splits))
-    return replace(bundle, spec=replace(bundle.spec, identity=ident))
+    return bundle.with_identity(ident)
 
 
 def check_arguments(name: str, factory: Callable[..., DataBundle], kwargs: dict) -> None:

@@ -9,9 +9,10 @@ names the sample and the field, never halfway through training.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -76,8 +77,8 @@ class DatasetSpec:
     class_names: tuple[str, ...] = ()
     recipe: str = ""
     version: str = "1"
-    # What was loaded (set by DataBundle) and the identity run names use (set by
-    # create_dataset: registered name + arguments + fingerprint); see trainers.data.identity.
+    # What was loaded (set by DataBundle, from its splits) and the identity run names use (set
+    # by create_dataset: registered name + arguments + fingerprint); trainers.data.identity.
     fingerprint: str = field(default="", compare=False)
     identity: str = field(default="", compare=False)
 
@@ -284,8 +285,15 @@ class DataBundle:
         for name, ds in self.splits.items():
             if ds.spec != self.spec:
                 raise DataError(f"dataset {self.spec.name!r}: split {name!r} has another spec")
-        if not self.spec.fingerprint:  # computed once per load
-            object.__setattr__(self, "spec", fingerprinted(self.spec, self.splits, self.sources))
+        # fingerprinted once per bundle, never taken over from a spec of other splits
+        object.__setattr__(self, "spec", fingerprinted(self.spec, self.splits, self.sources))
+
+    def with_identity(self, identity: str) -> DataBundle:
+        """This bundle with ``spec.identity`` set (``create_dataset``: registered name +
+        arguments + fingerprint), without fingerprinting it again."""
+        out = copy.copy(self)
+        object.__setattr__(out, "spec", replace(self.spec, identity=identity))
+        return out
 
     def __getitem__(self, split: str) -> MultimodalDataset:
         if split not in self.splits:
