@@ -7,7 +7,8 @@ writers in different processes (Tune trials, Ray tasks, machines sharing NFS/S3)
 same file unless they write the same run, and then the last complete write wins (a rerun of a
 deterministic ``run_id`` replaces its rows instead of duplicating them). Write all rows of a run
 in one call. ``pd.read_parquet(path)`` opens the directory in one line (while every part has the
-current version); :func:`read_results` also validates and migrates parts of older versions. Paths
+current version); :func:`read_results` also validates and migrates parts of older versions, and
+leaves out a part that is not readable Parquet with a one-line ``UnreadablePartWarning``. Paths
 may be local or ``s3://``/``gs://`` URIs (through ``pyarrow.fs``; only local paths are tested).
 
 | column | type | meaning |
