@@ -121,8 +121,17 @@ def reference_score(run: StoredRun, data: DataBundle, modality: str,
         eval_split(data.spec)]
 
 
-def stored_runs(store: str | Path | Storage, dataset: str) -> list[StoredRun]:
-    """The finished runs of ``dataset`` in ``store``, in name order."""
+def stored_runs(store: str | Path | Storage, spec: DatasetSpec) -> list[StoredRun]:
+    """The finished runs in ``store`` trained on exactly this data (same dataset name and
+    ``spec.identity``: registered dataset, its arguments and the fingerprint of what was
+    loaded, as the checkpoint records it), in name order."""
+    return [r for r, same in _runs_of(store, spec.name, spec.identity) if same]
+
+
+def _runs_of(store: str | Path | Storage, dataset: str,
+             identity: str) -> list[tuple[StoredRun, bool]]:
+    """The store's finished runs of dataset name ``dataset``, each with whether it was trained
+    on the data ``identity`` names."""
     root = Storage.open(store)
     if not root.is_dir():
         raise FileNotFoundError(f"run store {root.location!r} does not exist; train runs into "
@@ -131,7 +140,8 @@ def stored_runs(store: str | Path | Storage, dataset: str) -> list[StoredRun]:
     for record in finished_runs(root):
         payload = read_checkpoint(record.checkpoint)
         if payload["dataset"] == dataset:
-            out.append(StoredRun(record, TrainConfig.from_dict(json.loads(payload["config"]))))
+            run = StoredRun(record, TrainConfig.from_dict(json.loads(payload["config"])))
+            out.append((run, payload.get("data_identity") == identity))
     return out
 
 
@@ -286,13 +296,18 @@ def diagnose_store(data: DataBundle, store: str | Path | Storage, results: str |
                    probe_cfg: ProbeConfig | None = None, noise_cfg: NoiseConfig | None = None,
                    log: Callable[[str], None] = print, redo: bool = False) -> list[str]:
     """Write training rows (when missing) and diagnostics rows for every finished run of
-    ``data``'s dataset in ``store``; returns the run_ids written. Runs that already have
+    ``data`` in ``store`` (matched by data identity, see :func:`stored_runs`); returns the
+    run_ids written. Runs that already have
     diagnostics in ``results`` are skipped unless ``redo``."""
     probe_cfg, noise_cfg = probe_cfg or ProbeConfig(), noise_cfg or NoiseConfig()
-    runs = stored_runs(store, data.spec.name)
+    found = _runs_of(store, data.spec.name, data.spec.identity)
+    runs = [r for r, same in found if same]
     if not runs:
-        raise FileNotFoundError(f"no finished runs of dataset {data.spec.name!r} in "
-                                f"{str(store)!r}; train some first (python -m trainers)")
+        other = (f" ({len(found)} run(s) of {data.spec.name!r} there were trained on other "
+                 "data: other dataset arguments or files)" if found else "")
+        raise FileNotFoundError(f"no finished runs of dataset {data.spec.name!r} with these "
+                                f"arguments and files in {str(store)!r}{other}; train some "
+                                "first (python -m trainers with the same --dataset-arg)")
     have = existing_run_ids(results)
     batches = [record_rows(r.record, r.config, data.spec) for r in runs if r.name not in have]
     for r in runs:

@@ -7,7 +7,8 @@ writers in different processes (Tune trials, Ray tasks, machines sharing NFS/S3)
 same file unless they write the same run, and then the last complete write wins (a rerun of a
 deterministic ``run_id`` replaces its rows instead of duplicating them). Write all rows of a run
 in one call. ``pd.read_parquet(path)`` opens the directory in one line (while every part has the
-current version); :func:`read_results` also validates and migrates parts of older versions. Paths
+current version); :func:`read_results` also validates and migrates parts of older versions, and
+leaves out a part that is not readable Parquet with a one-line ``UnreadablePartWarning``. Paths
 may be local or ``s3://``/``gs://`` URIs (through :mod:`trainers.storage`; tested on a local S3
 server).
 
@@ -54,6 +55,7 @@ import hashlib
 import json
 import math
 import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -220,8 +222,29 @@ def read_results(path: str | Path) -> pd.DataFrame:
         ]
     else:
         raise FileNotFoundError(f"no results at {path}; write some with write_results first")
-    tables = [_read_part(fs, f) for f in files]
+    folder = not store.is_file()
+    tables = [t for f in files if (t := _read_or_skip(fs, f, folder)) is not None]
     return pa.concat_tables(tables or [SCHEMA.empty_table()]).to_pandas()
+
+
+class UnreadablePartWarning(UserWarning):
+    """A part of a results directory is not readable Parquet (left out of what is read)."""
+
+
+def _read_or_skip(fs: pafs.FileSystem, file: str, in_folder: bool) -> pa.Table | None:
+    """One part; a part that is not readable Parquet (truncated, corrupt) is left out with a
+    one-line warning when a directory is read, so the other runs' rows are still reported;
+    a single file asked for by name is a one-line error."""
+    try:
+        return _read_part(fs, file)
+    except (OSError, pa.ArrowException) as e:
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        msg = (f"{file}: not readable Parquet ({why}); delete it and rerun the run named in its "
+               "file name to write its rows again")
+        if not in_folder:
+            raise ValueError(msg) from None
+        warnings.warn(f"{msg}; left out for now", UnreadablePartWarning, stacklevel=3)
+        return None
 
 
 def summary_table(

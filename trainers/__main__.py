@@ -1,6 +1,9 @@
 """``python -m trainers``: train and compare strategies locally (plain PyTorch, no Ray).
 
 Example: ``python -m trainers --dataset avdigits --seeds 0 1 2``
+
+Exit status: 0 when every run finished, 1 when some run failed (its loss diverged, or a unimodal
+run it needs did; the others still run and the table is printed), 2 for bad arguments.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import torch
 from trainers.compare import (
     DEFAULT_STRATEGIES,
     TABLE_METRICS,
+    FailedRun,
     format_table,
     local_runner,
     plan_and_run,
@@ -89,14 +93,18 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     runner = local_runner(args.store, log=print_flush)
-    results = plan_and_run(data, base, strategies, args.seeds, runner)
+    results = plan_and_run(data, base, strategies, args.seeds, runner, log=print_flush)
     elapsed = time.perf_counter() - t0
     for metric in TABLE_METRICS[data.spec.task]:
         print(f"\n{data.spec.name}: test {metric} (%), mean ± std over seeds {args.seeds}, "
               f"selected on val ({elapsed:.1f} s; runs in {args.store}/)")
         rows = summary_rows(results, metric=metric)
         print(format_table(rows, ["fused", *data.spec.modality_names]))
-    return 0
+    failed = sum(isinstance(rec, FailedRun) for _, rec in results)
+    if failed:
+        print(f"error: {failed} of {len(results)} run(s) failed (see the [run] lines above)",
+              file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

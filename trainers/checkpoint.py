@@ -35,6 +35,7 @@ _STORE: contextvars.ContextVar[Storage | None] = contextvars.ContextVar("run_sto
 def checkpoint_bytes(strategy: Strategy, **meta: Any) -> bytes:
     """``strategy``'s weights and config, serialised."""
     payload = {"format": FORMAT, "strategy": strategy.name, "dataset": strategy.spec.name,
+               "data_identity": strategy.spec.identity,
                "config": strategy.cfg.to_json(), "meta": json.dumps(meta, default=str),
                "state": {k: v.detach().cpu() for k, v in strategy.state_dict().items()}}
     buffer = io.BytesIO()

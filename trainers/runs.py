@@ -35,8 +35,12 @@ NOT_IDENTITY = ("device", "num_threads")
 
 
 def run_identity(spec: DatasetSpec, cfg: TrainConfig) -> dict[str, Any]:
+    """What a run's name hashes: the data (``spec.identity``: registered dataset, its arguments
+    and a fingerprint of what was loaded, see :mod:`trainers.data.identity`) and the config, so
+    other data or other dataset arguments never reuse a run."""
     ident = {k: v for k, v in cfg.to_dict().items() if k not in NOT_IDENTITY}
-    return {"dataset": spec.name, "dataset_version": spec.version, "config": ident}
+    return {"dataset": spec.name, "dataset_version": spec.version, "data": spec.identity,
+            "config": ident}
 
 
 def run_name(spec: DatasetSpec, cfg: TrainConfig) -> str:

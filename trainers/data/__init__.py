@@ -22,6 +22,7 @@ from trainers.data.contract import (
     collate,
     iterate_batches,
 )
+from trainers.data.identity import covers_content, dataset_identity, factory_arguments
 from trainers.registry import Registry
 
 DATASETS: Registry[Callable[..., DataBundle]] = Registry("dataset")
@@ -29,11 +30,15 @@ register_dataset = DATASETS.register
 
 
 def create_dataset(name: str, **kwargs: Any) -> DataBundle:
-    """Build a registered dataset by name; keyword arguments go to its factory."""
+    """Build a registered dataset by name; keyword arguments go to its factory. The bundle's
+    ``spec.identity`` names the data for run names (:mod:`trainers.data.identity`)."""
     _import_builtin()
     factory = DATASETS.get(name)
     check_arguments(name, factory, kwargs)
-    return factory(**kwargs)
+    bundle = factory(**kwargs)
+    ident = dataset_identity(name, factory_arguments(factory, kwargs), bundle.spec.fingerprint,
+                             drop_locations=covers_content(bundle.splits))
+    return bundle.with_identity(ident)
 
 
 def check_arguments(name: str, factory: Callable[..., DataBundle], kwargs: dict) -> None:

@@ -55,6 +55,7 @@ import numpy as np
 import torch
 
 from trainers.data import register_dataset
+from trainers.data.arrays import load_array
 from trainers.data.contract import DataBundle, DataError, DatasetSpec, ModalitySpec
 from trainers.data.loading import (
     OnError,
@@ -65,8 +66,9 @@ from trainers.data.loading import (
     check_fraction,
     check_size,
     image_files,
-    load_array,
+    inside,
     make_split,
+    plain_name,
     read_image,
     stratified_holdout,
     usable,
@@ -193,13 +195,20 @@ def read_av(record: Record, audio: Callable[[Path], torch.Tensor], num_frames: i
 # ---- listing samples -----------------------------------------------------------------------
 
 def find_av(clip: str, audio: Path | None, frames: Path, label: int, where: str,
-            problems: Problems) -> Record | None:
-    """A record when both the audio file and a non-empty frames folder exist."""
-    if audio is None or not audio.is_file():
+            problems: Problems, root: Path) -> Record | None:
+    """A record when both the audio file and a non-empty frames folder exist inside ``root``
+    (``clip`` comes from an annotation file: it must be a plain name, and no file of the
+    sample may lead outside the root through a symlink)."""
+    if not plain_name(clip):
+        problems.add(f"{where}: clip name {clip!r} is not a plain file name (no '/', '\\', "
+                     "':' or '..'); it must name files inside the dataset root")
+    elif audio is None or not audio.is_file():
         problems.add(f"{where}: clip {clip!r} has no audio file {audio}")
-    elif not frames.is_dir() or not image_files(frames):
+    elif not frames.is_dir() or not (images := image_files(frames)):
         problems.add(f"{where}: clip {clip!r} has no frames in {frames}")
     else:
+        for path in (audio, frames, *images):
+            inside(root, path, where)
         return Record((audio, frames), label)
     return None
 
@@ -219,7 +228,7 @@ def cremad_rows(csv_path: Path, root: Path, problems: Problems) -> list[Record]:
                 continue
             clip, emotion = row[0].strip(), row[1].strip()
             r = find_av(clip, root / "AudioWAV" / f"{clip}.wav", root / "Image-01-FPS" / clip,
-                        CREMAD_CLASSES.index(emotion), where, problems)
+                        CREMAD_CLASSES.index(emotion), where, problems, root)
             if r is not None:
                 records.append(r)
     return records
@@ -264,6 +273,8 @@ def ave_classes(root: Path, split_files: Sequence[Path]) -> tuple[str, ...]:
 
 
 def ave_audio_file(folder: Path, video: str) -> Path | None:
+    if not plain_name(video):
+        return None
     for ext in (".npy", ".pkl", ".wav"):
         if (folder / f"{video}{ext}").is_file():
             return folder / f"{video}{ext}"
@@ -287,7 +298,8 @@ def ave_rows(path: Path, root: Path, classes: Sequence[str], audio_dir: str, fra
             problems.add(f"{a.where}: category {a.category!r} is not in Annotations.txt")
             continue
         r = find_av(a.video, ave_audio_file(root / audio_dir, a.video),
-                    root / frames_dir / a.video, classes.index(a.category), a.where, problems)
+                    root / frames_dir / a.video, classes.index(a.category), a.where, problems,
+                    root)
         if r is not None:
             records[a.video] = r
     return list(records.values())
@@ -311,14 +323,15 @@ def _modalities(spec_shape: tuple[int, int], num_frames: int,
 
 
 def _bundle(spec: DatasetSpec, listed: dict[str, tuple[list[Record], Problems]], read: Reader,
-            validate: str) -> DataBundle:
+            validate: str, sources: Sequence[Path]) -> DataBundle:
     splits, skipped = {}, 0
     for split, (records, problems) in listed.items():
         kept, n = usable(records, read, spec.modalities, problems, validate,
                          "check the layout in docs/datasets.md")
         splits[split] = make_split(spec, split, kept, read, validate)
         skipped += n
-    return DataBundle(spec, splits, skipped=skipped)
+    return DataBundle(spec, splits, skipped=skipped,
+                      sources=tuple(p for p in sources if p.is_file()))
 
 
 def _frames_recipe(num_frames: int, size: tuple[int, int]) -> str:
@@ -351,7 +364,7 @@ def cremad(root: str | Path, num_frames: int = 1, image_size: Sequence[int] = (2
                 f"{_frames_recipe(num_frames, size)}; val = stratified {val_fraction} of "
                 f"train.csv (seed {seed})"))
     read = partial(read_av, audio=cremad_spectrogram, num_frames=num_frames, size=size)
-    return _bundle(spec, listed, read, validate)
+    return _bundle(spec, listed, read, validate, [root / "train.csv", root / "test.csv"])
 
 
 @register_dataset("ave")
@@ -377,4 +390,4 @@ def ave(root: str | Path, num_frames: int = 3, image_size: Sequence[int] = (224,
                 f"standardised -> 1x257x1004; {_frames_recipe(num_frames, size)} from "
                 f"{frames_dir}; classes sorted"))
     read = partial(read_av, audio=ave_spectrogram, num_frames=num_frames, size=size)
-    return _bundle(spec, listed, read, validate)
+    return _bundle(spec, listed, read, validate, [*files.values(), root / "Annotations.txt"])

@@ -14,7 +14,6 @@ val/test statistics never leak into training and relative spectral levels are ke
 
 from __future__ import annotations
 
-import io
 import json
 from importlib import resources
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from trainers.data import register_dataset
+from trainers.data.arrays import load_npz
 from trainers.data.contract import (
     CLASSIFICATION_SPLITS,
     DataBundle,
@@ -42,15 +42,14 @@ REBUILD = "rebuild it with: python -m trainers.data.build_avdigits --out <file>.
 def read_npz(path: str | Path | None = None) -> dict[str, np.ndarray]:
     """All arrays of the packaged file (or of ``path``, e.g. a rebuild with another seed)."""
     if path is None:
-        data = resources.files("trainers.data").joinpath("assets", ASSET).read_bytes()
-        source: str | io.BytesIO = io.BytesIO(data)
+        source: str | bytes = resources.files("trainers.data").joinpath("assets",
+                                                                        ASSET).read_bytes()
         where = f"package asset trainers/data/assets/{ASSET}"
     else:
         if not Path(path).is_file():
             raise DataError(f"avdigits: file {str(path)!r} does not exist; {REBUILD}")
         source, where = str(path), str(path)
-    with np.load(source, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
+    arrays = load_npz(source, f"avdigits: {where}", REBUILD)
     missing = [k for k in REQUIRED if k not in arrays]
     if missing:
         raise DataError(f"avdigits: {where} lacks array {missing[0]!r}; {REBUILD}")

@@ -9,17 +9,24 @@ names the sample and the field, never halfway through training.
 
 from __future__ import annotations
 
+import copy
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Literal
 
 import torch
+
+from trainers.data.identity import fingerprinted
 
 ModalityKind = Literal["image", "vector", "sequence"]
 Task = Literal["classification", "reid"]
 KIND_RANK = {"image": 3, "vector": 1, "sequence": 2}
 CLASSIFICATION_SPLITS = ("train", "val", "test")
 REID_SPLITS = ("train", "val", "query", "gallery")
+# A dataset name becomes part of run folder names: one path component, never '.', '..' or '/'.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 class DataError(ValueError):
@@ -70,8 +77,17 @@ class DatasetSpec:
     class_names: tuple[str, ...] = ()
     recipe: str = ""
     version: str = "1"
+    # What was loaded (set by DataBundle, from its splits) and the identity run names use (set
+    # by create_dataset: registered name + arguments + fingerprint); trainers.data.identity.
+    fingerprint: str = field(default="", compare=False)
+    identity: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not SAFE_NAME.fullmatch(self.name):
+            raise DataError(
+                f"DatasetSpec.name must be letters, digits, '_', '-' or '.' (not first) but got "
+                f"{self.name!r}; it names run folders, so it cannot hold a path"
+            )
         if self.task not in ("classification", "reid"):
             raise DataError(
                 f"DatasetSpec.task must be 'classification' or 'reid' but got {self.task!r}"
@@ -257,6 +273,7 @@ class DataBundle:
     spec: DatasetSpec
     splits: Mapping[str, MultimodalDataset] = field(default_factory=dict)
     skipped: int = 0  # samples a loader skipped because the user asked it to (on_error="skip")
+    sources: tuple[str | Path, ...] = ()  # files describing the data (a manifest, split lists)
 
     def __post_init__(self) -> None:
         missing = [s for s in self.spec.split_names if s not in self.splits]
@@ -268,6 +285,15 @@ class DataBundle:
         for name, ds in self.splits.items():
             if ds.spec != self.spec:
                 raise DataError(f"dataset {self.spec.name!r}: split {name!r} has another spec")
+        # fingerprinted once per bundle, never taken over from a spec of other splits
+        object.__setattr__(self, "spec", fingerprinted(self.spec, self.splits, self.sources))
+
+    def with_identity(self, identity: str) -> DataBundle:
+        """This bundle with ``spec.identity`` set (``create_dataset``: registered name +
+        arguments + fingerprint), without fingerprinting it again."""
+        out = copy.copy(self)
+        object.__setattr__(out, "spec", replace(self.spec, identity=identity))
+        return out
 
     def __getitem__(self, split: str) -> MultimodalDataset:
         if split not in self.splits:

@@ -10,7 +10,6 @@ counts them. Nothing is dropped silently.
 from __future__ import annotations
 
 import os
-import pickle
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -143,38 +142,9 @@ def read_image(path: Path, size: tuple[int, int], channels: int) -> torch.Tensor
     return image_tensor(decode_image(path), size, channels)
 
 
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickles numpy arrays and nothing else: a .pkl file cannot run code on load."""
-
-    _allowed = {
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
-        ("numpy._core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
-        ("numpy._core.numeric", "_frombuffer"),
-    }
-
-    def find_class(self, module: str, name: str) -> object:
-        module = module.replace("numpy.core.", "numpy._core.")  # pickles written by numpy 1.x
-        if (module, name) not in self._allowed and not module.startswith("numpy.dtypes"):
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays")
-        return super().find_class(module, name)
-
-
-def load_array(path: Path) -> np.ndarray:
-    """A numpy array from .npy (no pickles) or a pickled array (.pkl, numpy types only)."""
-    try:
-        if path.suffix.lower() == ".npy":
-            return np.load(path, allow_pickle=False)
-        with open(path, "rb") as f:
-            arr = _NumpyOnlyUnpickler(f).load()
-    except (OSError, ValueError, EOFError, pickle.UnpicklingError) as e:
-        raise DataError(f"{path}: cannot read array ({e}); re-create the file") from e
-    if not isinstance(arr, np.ndarray):
-        raise DataError(f"{path}: holds a {type(arr).__name__}, not a numpy array")
-    return arr
-
-
 def path_under(root: Path, rel: str, where: str) -> Path:
-    """``root / rel``, refusing absolute paths and paths that climb out of ``root``."""
+    """``root / rel``, refusing absolute paths, paths that climb out of ``root`` and paths that
+    leave it through a symlink (the resolved path must lie inside the resolved root)."""
     posix = str(rel).replace("\\", "/")
     norm = os.path.normpath(posix) if posix else ""
     if (not posix or PurePosixPath(posix).is_absolute() or PureWindowsPath(rel).drive
@@ -183,7 +153,22 @@ def path_under(root: Path, rel: str, where: str) -> Path:
             f"{where}: path {rel!r} is not inside the dataset root {root}; paths must be "
             "relative to the root, without leading '/' or '..'"
         )
-    return root / norm
+    return inside(root, root / norm, where)
+
+
+def inside(root: Path, path: Path, where: str) -> Path:
+    """``path`` when it resolves (symlinks followed) to a place inside ``root``, else a
+    DataError: a link inside the dataset must not reach files outside it."""
+    real, real_root = path.resolve(), root.resolve()
+    if real != real_root and real_root not in real.parents:
+        raise DataError(f"{where}: {path} leads to {real}, outside the dataset root {real_root} "
+                        "(a symlink?); copy the file into the root instead")
+    return path
+
+
+def plain_name(name: str) -> bool:
+    """A file or folder name from an annotation file: one path component, not '.' or '..'."""
+    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0:")
 
 
 def check_sample(modalities: Sequence[ModalitySpec], x: Mapping[str, torch.Tensor],

@@ -29,13 +29,16 @@ Keys: ``task`` and ``modalities`` (in canonical order; ``kind`` image (C, H, W),
 or sequence (T, D); images may add ``mean``/``std`` lists, default ImageNet for 3 channels
 and 0.449/0.226 for 1) are required; classification needs ``class_names`` or
 ``num_classes``, reid takes neither (its classes are the train identities); ``name``
-(default: the root folder's name), ``recipe`` and ``version`` are optional. Unknown keys are
-errors. Paths escaping the root (absolute, or climbing out with ``..``) are always an error.
+(letters, digits, ``_``, ``-``, ``.``; default: the root folder's name with other characters
+replaced by ``_``), ``recipe`` and ``version`` are optional. Unknown keys are
+errors. Paths escaping the root (absolute, climbing out with ``..``, or leaving it through a
+symlink) are always an error.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -49,7 +52,9 @@ import pyarrow.parquet as pq
 import torch
 
 from trainers.data import register_dataset
+from trainers.data.arrays import load_array
 from trainers.data.contract import (
+    SAFE_NAME,
     DataBundle,
     DataError,
     DatasetSpec,
@@ -65,7 +70,6 @@ from trainers.data.loading import (
     check_choice,
     decode_image,
     image_tensor,
-    load_array,
     make_split,
     path_under,
     relabel,
@@ -169,9 +173,22 @@ def parse_declaration(d: dict[str, Any], root: Path, where: str) -> Declaration:
                         "'class_names'/'num_classes'")
     if d["task"] == "classification" and num < 2:
         raise DataError(f"{where}: classification needs 'class_names' or 'num_classes' >= 2")
-    return Declaration(str(d.get("name", root.resolve().name)), d["task"],
+    return Declaration(dataset_name(d, root, where), d["task"],
                        tuple(m for m, _ in parsed), {m.name: n for m, n in parsed},
                        names, num, str(d.get("recipe", "")), str(d.get("version", "1")))
+
+
+def dataset_name(d: dict[str, Any], root: Path, where: str) -> str:
+    """The declared ``name`` (it names run folders: a path is an error), else the root folder's
+    name made safe (characters other than letters, digits, '_', '-', '.' become '_')."""
+    if "name" not in d:
+        safe = re.sub(r"[^A-Za-z0-9._-]", "_", root.resolve().name).lstrip("._-")
+        return safe or "manifest"
+    name = d["name"]
+    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name):
+        raise DataError(f"{where}: 'name' must be letters, digits, '_', '-' or '.' (not first) "
+                        f"but got {name!r}; it names run folders, so it cannot hold a path")
+    return name
 
 
 # ---- the table -----------------------------------------------------------------------------
@@ -388,4 +405,5 @@ def manifest(root: str | Path, table: str | Path = "manifest.parquet",
         records["train"] = [replace(r, label=to_label[r.label]) for r in records["train"]]
     spec = build_spec(decl, records)
     splits = {s: make_dataset(spec, s, rs, read, inline, validate) for s, rs in records.items()}
-    return DataBundle(spec, splits, skipped=skipped)
+    sources = tuple(p for p in (root / table, root / "dataset.json") if p.is_file())
+    return DataBundle(spec, splits, skipped=skipped, sources=sources)

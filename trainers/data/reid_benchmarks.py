@@ -64,6 +64,7 @@ from trainers.data.loading import (
     decode_image,
     image_files,
     image_tensor,
+    inside,
     listdir_visible,
     make_split,
     read_image,
@@ -234,13 +235,17 @@ Scan = Callable[[Problems], list[Record]]
 
 
 def build_reid(name: str, names: Sequence[str], scans: Mapping[str, Scan], read: Reader,
-               opt: Options, layout: str) -> DataBundle:
-    """Scan and screen 'train', 'query' and 'gallery' (absent: gallery = query), carve val."""
+               opt: Options, layout: str, root: str | Path) -> DataBundle:
+    """Scan and screen 'train', 'query' and 'gallery' (absent: gallery = query), carve val.
+    Every listed file must resolve to a place inside ``root`` (no symlink out of it)."""
     modalities = _modalities(names, opt.size, opt.ir_channels)
     kept, skipped = {}, 0
     for split, scan in scans.items():
         problems = Problems(f"{name} split {split!r}", opt.on_error)
-        kept[split], n = usable(scan(problems), read, modalities, problems, opt.validate,
+        listed = scan(problems)
+        for f in (f for r in listed for f in r.files):
+            inside(Path(root), f, problems.where)
+        kept[split], n = usable(listed, read, modalities, problems, opt.validate,
                                 "check the folder layout in docs/datasets.md")
         skipped += n
     train, val = carve_val(kept["train"], opt, name)
@@ -264,7 +269,7 @@ def _tiled_bundle(name: str, names: tuple[str, ...], root: str | Path,
     return build_reid(name, names, scans,
                       partial(read_tiled, names=names, size=opt.size,
                               ir_channels=opt.ir_channels),
-                      opt, f"rgbir/<split>/<pid>_c<cam>_*.jpg, tiles {' | '.join(names)}")
+                      opt, f"rgbir/<split>/<pid>_c<cam>_*.jpg, tiles {' | '.join(names)}", root)
 
 
 @register_dataset("rgbnt100")
@@ -296,7 +301,7 @@ def rgbnt201(root: str | Path, image_size: Sequence[int] = (256, 128),
              for s, f in (("train", "train_171"), ("query", "test"))}
     read = partial(read_parallel, names=names, size=opt.size, ir_channels=opt.ir_channels)
     return build_reid("rgbnt201", names, scans, read, opt,
-                      "{train_171,test}/{RGB,NI,TI}/<name>.jpg, query = gallery = test")
+                      "{train_171,test}/{RGB,NI,TI}/<name>.jpg, query = gallery = test", root)
 
 
 @register_dataset("msvr310")
@@ -310,4 +315,5 @@ def msvr310(root: str | Path, image_size: Sequence[int] = (128, 256),
     scans = {s: partial(scan_msvr310, Path(root) / f) for s, f in folders.items()}
     read = partial(read_parallel, names=names, size=opt.size, ir_channels=opt.ir_channels)
     return build_reid("msvr310", names, scans, read, opt,
-                      "<split>/<vid>/{vis,ni,th}/<img>, vid=img[0:4] scene=img[6:9] cam=img[11]")
+                      "<split>/<vid>/{vis,ni,th}/<img>, vid=img[0:4] scene=img[6:9] cam=img[11]",
+                      root)
