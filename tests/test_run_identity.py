@@ -41,7 +41,7 @@ def test_a_run_on_other_data_is_not_reused(tmp_path: Path) -> None:
     cfg = tiny_cfg("fusion_concat", epochs=1)
     first = train_or_reuse(clean, cfg, tmp_path)
     second = train_or_reuse(noisy, cfg, tmp_path)
-    assert not second.reused and second.path != first.path
+    assert not second.reused and second.location != first.location
     assert train_or_reuse(clean, cfg, tmp_path).reused
     meta = read_checkpoint(second.checkpoint)
     assert meta["data_identity"] == noisy.spec.identity
