@@ -128,7 +128,15 @@ def runs_rows(records: Mapping[int, RunRecord], configs: Mapping[int, TrainConfi
 
 
 def sweep_rows(outcomes: Sequence[TrialOutcome], spec: DatasetSpec) -> Rows:
-    return {o.job.name: trial_rows(o, spec) for o in outcomes}
+    """Rows per trial; a trial that failed or stopped here never replaces the rows of a run
+    that is finished in the store (another sweep, or an earlier run, finished it)."""
+    rows: Rows = {}
+    for o in outcomes:
+        record = o.record if o.record is not None else o.job.record()
+        if record is not None and o.status != "finished":
+            o = replace(o, status="finished", record=record)
+        rows[o.job.name] = trial_rows(o, spec)
+    return rows
 
 
 def display_frame(df: pd.DataFrame) -> pd.DataFrame:

@@ -27,6 +27,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from orchestrator.jobs import max_concurrent, resolve_resources
+from orchestrator.lock import experiment_lock
 from orchestrator.ray_utils import driver_resources
 from orchestrator.space import SearchSpace, native
 from orchestrator.train_fn import (
@@ -205,6 +206,12 @@ def run_sweep(ctx: SweepContext, cfg: SweepConfig, resume: bool = False) -> list
         os.environ.setdefault(key, value)
     ctx = replace(ctx, resources=resolve_resources(ctx.resources))
     name = experiment_name(ctx, cfg)
+    with experiment_lock(ctx.storage.child(RAY_DIR, "tune"), name):
+        return _run_locked(ctx, cfg, name, resume)
+
+
+def _run_locked(ctx: SweepContext, cfg: SweepConfig, name: str,
+                resume: bool) -> list[TrialOutcome]:
     state = ctx.storage.child(RAY_DIR, "tune", name)
     path = state.location
     if resume:

@@ -25,6 +25,7 @@ import pytest
 from orchestrator.train_fn import DataRef, JobResources, finished_record, fit_job, make_job
 from sweeps import umt_tune, unimodal_ensembles
 from tests.conftest import make_bucket
+from tests.fake_cluster import FakeAutoscalingCluster
 from tests.test_orchestrator_ray import ray_processes
 from trainers.config import TrainConfig
 from trainers.storage import Storage
@@ -156,3 +157,39 @@ def test_autoscaler_starts_a_gpu_node_for_a_job(tmp_path: Path) -> None:
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
     assert len(errors) == 1 and "no usable CUDA device" in errors[0], errors
     assert proc.returncode == 2 and "LEFT 0" in out
+
+
+def test_a_sweep_beside_an_unrelated_ray_instance(tmp_path: Path) -> None:
+    """Another Ray head runs on this machine: the script starts its OWN local Ray (it does not
+    join that one) and pins its address for every process it starts, so Train's placement-group
+    cleaner does not die on "multiple active Ray instances" and the sweep finishes."""
+    other = FakeAutoscalingCluster(1, {}).start()
+    try:
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled",
+               "RAY_TMPDIR": tempfile.mkdtemp(prefix="rayu")}
+        proc = subprocess.run([sys.executable, "sweeps/umt_tune.py", "--smoke-test", "--dataset",
+                               "synthetic_both", "--num-samples", "2", "--storage",
+                               str(tmp_path)], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=400)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "connected to local Ray" in proc.stderr and re.search(r"umt\s+\d+\.\d\d",
+                                                                     proc.stdout)
+        assert "multiple active Ray instances" not in proc.stdout + proc.stderr
+        assert not ray_processes(env["RAY_TMPDIR"])
+    finally:
+        other.stop()
+    assert not other.processes()
+
+
+def test_token_auth_failure_is_said_as_such() -> None:
+    from orchestrator.ray_utils import _connect_error
+
+    class AuthenticationError(Exception):
+        pass
+
+    err = ConnectionError("Failed to connect to Ray cluster at 10.0.0.5:6379")
+    err.__cause__ = AuthenticationError("RPC error: InvalidAuthToken")
+    text = _connect_error("10.0.0.5:6379", err)
+    assert "token authentication" in text and "RAY_AUTH_TOKEN" in text and "\n" not in text
+    plain = _connect_error("10.0.0.5:6379", ConnectionError("timed out"))
+    assert plain.startswith("no Ray cluster at '10.0.0.5:6379'")
