@@ -29,11 +29,16 @@ register_dataset = DATASETS.register
 
 
 def create_dataset(name: str, **kwargs: Any) -> DataBundle:
-    """Build a registered dataset by name; keyword arguments go to its factory."""
+    """Build a registered dataset by name; keyword arguments go to its factory, except
+    ``augment`` (the train recipe, see ``trainers.data.augment``) and ``num_workers`` (see
+    ``trainers.data.pipeline``), which every dataset takes."""
+    from trainers.data.pipeline import configure
+
     _import_builtin()
     factory = DATASETS.get(name)
+    augment, workers = kwargs.pop("augment", "default"), kwargs.pop("num_workers", None)
     check_arguments(name, factory, kwargs)
-    return factory(**kwargs)
+    return configure(factory(**kwargs), name, augment, workers)
 
 
 def check_arguments(name: str, factory: Callable[..., DataBundle], kwargs: dict) -> None:

@@ -184,10 +184,14 @@ def read_frames(folder: Path, num_frames: int, size: tuple[int, int]) -> torch.T
 
 
 def read_av(record: Record, audio: Callable[[Path], torch.Tensor], num_frames: int,
-            size: tuple[int, int]) -> dict[str, torch.Tensor]:
-    """``record.files`` = (audio file, frames folder)."""
-    return {"audio": audio(record.files[0]),
-            "visual": read_frames(record.files[1], num_frames, size)}
+            size: tuple[int, int], only: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+    """``record.files`` = (audio file, frames folder); only the modalities in ``only``."""
+    out = {}
+    if only is None or "audio" in only:
+        out["audio"] = audio(record.files[0])
+    if only is None or "visual" in only:
+        out["visual"] = read_frames(record.files[1], num_frames, size)
+    return out
 
 
 # ---- listing samples -----------------------------------------------------------------------

@@ -199,7 +199,7 @@ def check_sample(modalities: Sequence[ModalitySpec], x: Mapping[str, torch.Tenso
             raise DataError(f"{where}: modality {m.name!r} contains NaN or inf")
 
 
-Reader = Callable[[Record], Mapping[str, torch.Tensor]]
+Reader = Callable[..., Mapping[str, torch.Tensor]]  # (record, only=None) -> sample
 
 
 def screen(records: Sequence[Record], read: Reader, modalities: Sequence[ModalitySpec],
@@ -217,14 +217,19 @@ def screen(records: Sequence[Record], read: Reader, modalities: Sequence[Modalit
 
 
 class RecordReader:
-    """``loader(i)`` for FileDataset; a class (not a lambda) so splits pickle to workers."""
+    """``loader(i)`` for FileDataset; a class (not a lambda) so splits pickle to workers.
+    ``loader(i, only)`` reads only the modalities in ``only`` (every reader takes ``only``)."""
+
+    reads_subsets = True
 
     def __init__(self, records: Sequence[Record], read: Reader) -> None:
         self.records = list(records)
         self.read = read
 
-    def __call__(self, i: int) -> Mapping[str, torch.Tensor]:
-        return self.read(self.records[i])
+    def __call__(self, i: int, only: Sequence[str] | None = None) -> Mapping[str, torch.Tensor]:
+        if only is None:
+            return self.read(self.records[i])
+        return self.read(self.records[i], only=only)
 
 
 def make_split(spec: DatasetSpec, split: str, records: Sequence[Record], read: Reader,

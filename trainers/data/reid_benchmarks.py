@@ -169,8 +169,8 @@ def scan_msvr310(folder: Path, problems: Problems) -> list[Record]:
 # ---- reading one sample --------------------------------------------------------------------
 
 def read_tiled(record: Record, names: Sequence[str], size: tuple[int, int],
-               ir_channels: int) -> dict[str, torch.Tensor]:
-    """Cut one image into ``len(names)`` equal-width tiles, left to right."""
+               ir_channels: int, only: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+    """Cut one image into ``len(names)`` equal-width tiles, left to right (those in ``only``)."""
     path = record.files[0]
     im = decode_image(path)
     w, h = im.size
@@ -180,13 +180,14 @@ def read_tiled(record: Record, names: Sequence[str], size: tuple[int, int],
     tw = w // len(names)
     return {n: image_tensor(im.crop((k * tw, 0, (k + 1) * tw, h)), size,
                             3 if n == "rgb" else ir_channels)
-            for k, n in enumerate(names)}
+            for k, n in enumerate(names) if only is None or n in only}
 
 
 def read_parallel(record: Record, names: Sequence[str], size: tuple[int, int],
-                  ir_channels: int) -> dict[str, torch.Tensor]:
+                  ir_channels: int, only: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+    """One file per modality; files of modalities not in ``only`` are not opened."""
     return {n: read_image(p, size, 3 if n == "rgb" else ir_channels)
-            for n, p in zip(names, record.files, strict=True)}
+            for n, p in zip(names, record.files, strict=True) if only is None or n in only}
 
 
 # ---- assembling the bundle -----------------------------------------------------------------
