@@ -3,8 +3,9 @@
 Both read the on-disk layout the OGM-GE / PMR / ReconBoost code uses after its preprocessing,
 so a tree prepared for those codes loads unchanged. Samples are ``{"audio": (1, F, T)
 log spectrogram, "visual": (3 * num_frames, H, W) frames stacked as channels}``; frame k is
-channels 3k..3k+2. No augmentation happens here (the OGM-GE test-time transform: resize to
-``image_size``, scale to [0, 1], ImageNet mean/std).
+channels 3k..3k+2. Samples are the OGM-GE test-time view (resize to ``image_size``, scale to
+[0, 1], ImageNet mean/std); the train recipe (``trainers.data.augment``) crops and flips the
+frames of training batches; ``cache_dir`` caches decoded samples (``trainers.data.cache``).
 
 CREMA-D, ``root`` holds::
 
