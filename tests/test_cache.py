@@ -138,3 +138,21 @@ def test_cached_splits_pickle_without_their_arrays(tmp_path: Path) -> None:
     assert len(blob) < 10_000  # the folder, not 6 decoded samples of 3 modalities
     copy = pickle.loads(blob)
     assert torch.equal(copy[2]["x"]["rgb"], ds[2]["x"]["rgb"])
+
+
+def test_a_build_in_worker_processes_stores_the_same(tmp_path: Path) -> None:
+    root = rgbnt201_tree(tmp_path / "data")
+    write_garbage(root / "test" / "NI" / rgbnt201_name(50, 1))
+    with pytest.warns(UserWarning, match="1 bad sample"):
+        one = load(root, tmp_path / "one", on_error="skip")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.warns(UserWarning, match="1 bad sample"):
+            two = load(root, tmp_path / "two", on_error="skip")
+    finally:
+        torch.set_num_threads(threads)
+    assert one.skipped == two.skipped == 1
+    for split in ("train", "query"):
+        a, b = all_x(one[split]), all_x(two[split])
+        assert all(torch.equal(a[m], b[m]) for m in a)

@@ -26,7 +26,7 @@ import os
 import shutil
 import sys
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -109,13 +109,11 @@ def build(folder: Path, fingerprint: str, records: Sequence, read: Reader,
                                                     shape=(len(records), *m.shape))
                   for m in modalities}
         bad = {}
-        for i, r in enumerate(records):
-            try:
-                x = read(r)
-                for m in modalities:
-                    arrays[m.name][i] = _checked(x, m, r).numpy()
-            except DataError as e:
-                bad[i] = str(e)
+        for i, x, error in decoded(records, read, modalities):
+            if error:
+                bad[i] = error
+            for m, t in x.items():
+                arrays[m][i] = t.numpy()
         for a in arrays.values():
             a.flush()
         del arrays
@@ -130,6 +128,36 @@ def build(folder: Path, fingerprint: str, records: Sequence, read: Reader,
     if store is None:  # another job published other data at the same moment
         raise DataError(f"cache {folder} changed while it was being built; run again")
     return store
+
+
+class _Decode(torch.utils.data.Dataset):
+    """Record i -> (i, {modality: tensor}, "") or (i, {}, why it failed)."""
+
+    def __init__(self, records: Sequence, read: Reader,
+                 modalities: Sequence[ModalitySpec]) -> None:
+        self.records, self.read, self.modalities = records, read, modalities
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> tuple[int, dict[str, torch.Tensor], str]:
+        r = self.records[i]
+        try:
+            x = self.read(r)
+            return i, {m.name: _checked(x, m, r) for m in self.modalities}, ""
+        except DataError as e:
+            return i, {}, str(e)
+
+
+def decoded(records: Sequence, read: Reader,
+            modalities: Sequence[ModalitySpec]) -> Iterator[tuple[int, dict, str]]:
+    """Every record decoded once, in order; in ``torch.get_num_threads()`` worker processes
+    when there is more than one thread (the job's CPUs), else in this process."""
+    ds = _Decode(records, read, modalities)
+    workers = min(torch.get_num_threads(), len(records))
+    if workers < 2:
+        return (ds[i] for i in range(len(ds)))
+    return iter(torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers))
 
 
 def _checked(x: Mapping[str, torch.Tensor], m: ModalitySpec, record: object) -> torch.Tensor:
