@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from tests.conftest import tiny_cfg
-from tests.loader_trees import rgbnt201_tree, write_garbage
+from tests.loader_trees import (
+    ave_tree,
+    cremad_tree,
+    msvr310_tree,
+    rgbnt100_tree,
+    rgbnt201_tree,
+    write_garbage,
+)
 from trainers.data import DataError, create_dataset
 from trainers.data.contract import iterate_batches
 from trainers.data.pipeline import resolve_workers
@@ -100,3 +107,25 @@ def test_num_workers_must_be_a_non_negative_int(tmp_path: Path, bad: object) -> 
 def test_unknown_modality_for_the_pipeline(tmp_path: Path, tiny_reid) -> None:
     with pytest.raises(DataError, match="has no modality 'depth'"):
         next(iterate_batches(tiny_reid["train"], 4, modalities=["depth"]))
+
+
+LOADERS = {  # name -> (tree, arguments, the modality a unimodal job reads)
+    "rgbnt100": (rgbnt100_tree, {"image_size": (8, 16), "val_fraction": 0.2}, "nir"),
+    "msvr310": (msvr310_tree, {"image_size": (8, 16), "val_fraction": 0.2}, "tir"),
+    "cremad": (cremad_tree, {"image_size": (8, 8)}, "visual"),
+    "ave": (ave_tree, {"image_size": (8, 8)}, "audio"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LOADERS))
+def test_every_file_loader_through_the_pipeline(tmp_path: Path, name: str) -> None:
+    tree, kw, one = LOADERS[name]
+    data = create_dataset(name, root=tree(tmp_path), num_workers=1, augment="none", **kw)
+    for split in data.splits:
+        ds = data[split]
+        got = list(iterate_batches(ds, 5, modalities=[one]))
+        assert torch.cat([b["index"] for b in got]).tolist() == list(range(len(ds)))
+        for b in got:
+            assert set(b["x"]) == {one}
+            for j, i in enumerate(b["index"].tolist()):
+                assert torch.equal(b["x"][one][j], ds[i]["x"][one])
