@@ -124,6 +124,9 @@ def test_a_strategy_trains_on_augmented_batches() -> None:
     ([{"op": "hflip", "p": 2}], "augment: hflip p must be in [0, 1] but got 2"),
     ([{"op": "erase", "area": [0.5, float("nan")]}], "augment: erase area must be"),
     ([{"nope": 1}], "each operation is a name or a dict with 'op'"),
+    ([{"op": "erase", "value": float("inf")}], "augment: erase value must be a finite number"),
+    ([{"op": "resized_crop", "size": [0, 4]}], "augment: resized_crop size must be"),
+    ([{"op": "pad_crop", "pad": -1}], "augment: pad_crop pad must be a non-negative int"),
     (3, "augment must be 'default', 'none'"),
 ])
 def test_bad_recipes_are_one_line_errors(augment: object, message: str) -> None:

@@ -125,6 +125,9 @@ class Erase:
             raise DataError(f"augment: erase area must be within (0, 1] but got {self.area}")
         if not isinstance(self.ratio, int | float) or not 0.0 < self.ratio <= 1.0:
             raise DataError(f"augment: erase ratio must be in (0, 1] but got {self.ratio!r}")
+        if not isinstance(self.value, int | float) or not math.isfinite(self.value):
+            raise DataError(f"augment: erase value must be a finite number but got "
+                            f"{self.value!r}")
 
     def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         if _uniform(g) >= self.p:
@@ -156,7 +159,11 @@ class ResizedCrop:
         object.__setattr__(self, "scale", _check_range("resized_crop", "scale", self.scale, 0))
         object.__setattr__(self, "ratio", _check_range("resized_crop", "ratio", self.ratio, 0))
         if self.size is not None:
-            object.__setattr__(self, "size", tuple(self.size))
+            size = tuple(self.size)
+            if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
+                raise DataError(f"augment: resized_crop size must be [height, width] of "
+                                f"positive ints (or absent: the input size) but got {self.size!r}")
+            object.__setattr__(self, "size", size)
 
     def window(self, h: int, w: int, g: torch.Generator) -> tuple[int, int, int, int]:
         log_r = (math.log(self.ratio[0]), math.log(self.ratio[1]))
