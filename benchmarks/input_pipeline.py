@@ -15,7 +15,8 @@ size. Then, in one run:
   (``num_workers=0``, every modality decoded, as before the pipeline) vs the pipeline with
   ``--workers`` workers, for a 3-modality job and a unimodal RGB job (which now decodes RGB
   only). The pipeline with the default reid recipe (flip, pad + crop, erasing) is printed
-  too, and so is a job reading a built cache.
+  too, and so are the pipeline without workers (the CPU-only default) and a job reading a
+  built cache.
 * time from ``create_dataset`` to the first training batch: before (``validate="all"``, no
   cache), a first job with ``cache_dir`` (builds the cache) and a second job (cache hit).
 * the fraction of a training epoch spent waiting for data (time inside the batch iterator /
@@ -206,9 +207,12 @@ def measure(root: Path, cache: Path, args: argparse.Namespace) -> list[tuple[str
                                                                   SPEEDUP_1)):
         pipe = epoch_rate(load(root, num_workers=w, augment="none"), mods)
         aug = epoch_rate(load(root, num_workers=w), mods)
+        alone = sync if mods is None else epoch_rate(load(root, num_workers=0, augment="none"),
+                                                     mods)
         rows.append((f"{label} samples/s", f"sync {sync:.0f}, pipeline ({w} workers) "
                      f"{pipe:.0f} = {pipe / sync:.2f}x (target >= {target}x: "
-                     f"{at_least(pipe / sync, target)}); with the reid recipe {aug:.0f}"))
+                     f"{at_least(pipe / sync, target)}); with the reid recipe {aug:.0f}; "
+                     f"no workers {alone:.0f} = {alone / sync:.2f}x"))
         print(rows[-1][0], rows[-1][1], flush=True)
     load(root, cache_dir=str(cache / "warm"))
     cached = [epoch_rate(load(root, cache_dir=str(cache / "warm"), augment=a), m)

@@ -88,12 +88,16 @@ def test_workers_persist_across_epochs_and_splits_still_pickle(tmp_path: Path) -
                                                          train[0]["x"]["rgb"])
 
 
-def test_worker_count_follows_the_data_and_the_setting(tmp_path: Path, tiny_reid) -> None:
+def test_worker_count_follows_the_data_and_the_setting(tmp_path: Path, tiny_reid,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_workers(tiny_reid["train"], 10) == 0  # in memory: the fast path
     train = load(rgbnt201_tree(tmp_path))["train"]
     threads = torch.get_num_threads()
     assert resolve_workers(train, 100) == threads
     assert resolve_workers(train, 1) == 1  # never more workers than batches
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_workers(train, 100) == 0  # CPU only: decoded in the training process
     train.num_workers = 3
     assert resolve_workers(train, 1) == 3
 

@@ -10,10 +10,13 @@ batches, so P x K reid batches and shuffles are decided in the main process and 
 never depends on the number of workers). Workers persist across epochs; memory is pinned
 when CUDA is available.
 
-``num_workers`` (a dataset argument; None = automatic): for file-backed splits
-``min(torch.get_num_threads(), batches in the epoch)`` (the job's CPUs: the Ray worker and
-``TrainConfig.num_threads`` set the thread count), 0 (in the calling thread) for in-memory
-and cached splits. It changes speed, never the batches: it is not part of a run's identity.
+``num_workers`` (a dataset argument; None = automatic): for file-backed splits when CUDA is
+available, ``min(torch.get_num_threads(), batches in the epoch)`` (the job's CPUs: the Ray
+worker and ``TrainConfig.num_threads`` set the thread count), so the GPU does not wait for
+decoding; 0 (in the calling thread) for in-memory and cached splits, and on CPU-only
+machines, where the training step needs the same cores and moving float batches between
+processes costs more than the overlap gains (measured: ``benchmarks.input_pipeline``). It
+changes speed, never the batches: it is not part of a run's identity.
 """
 
 from __future__ import annotations
@@ -91,11 +94,12 @@ class KeySampler(torch.utils.data.Sampler):
 
 
 def resolve_workers(ds: MultimodalDataset, num_batches: int) -> int:
-    """The explicit setting, else worker processes only where there is decoding to do."""
+    """The explicit setting, else worker processes only where there is decoding to do and a
+    GPU to keep busy."""
     n = getattr(ds, "num_workers", None)
     if n is not None:
         return n
-    if hasattr(ds, "batch"):
+    if hasattr(ds, "batch") or not torch.cuda.is_available():
         return 0
     return max(0, min(torch.get_num_threads(), num_batches))
 
