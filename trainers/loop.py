@@ -94,16 +94,20 @@ def to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
 
 def batches(strategy: Strategy | None, ds: MultimodalDataset, batch_size: int, epoch_seed: int,
             train: bool) -> Iterator[dict]:
-    """Shuffled batches for training (P x K identity batches for reid), ordered ones else."""
+    """Shuffled, augmented batches for training (P x K identity batches for reid), ordered
+    ones else; only the modalities the strategy reads are decoded (``trainers.data.pipeline``)."""
+    mods = strategy.input_modalities() if strategy is not None else None
+    seed = epoch_seed if train else None
+    idx = None
     if train and ds.spec.task == "reid":
         from trainers.reid.sampler import pk_batches
 
         k = 4
         idx = pk_batches(ds.labels.tolist(), p=max(2, batch_size // k), k=k, seed=epoch_seed,
                          epoch=0)
-        return iterate_batches(ds, batch_size, batches=idx)
     gen = torch.Generator().manual_seed(epoch_seed)
-    return iterate_batches(ds, batch_size, shuffle=train, generator=gen)
+    return iterate_batches(ds, batch_size, shuffle=train, generator=gen, batches=idx,
+                           modalities=mods, augment_seed=seed)
 
 
 def train_epoch(strategy: Strategy, ds: MultimodalDataset, phase: Phase,
@@ -141,7 +145,7 @@ def predict_split(strategy: Strategy, ds: MultimodalDataset, batch_size: int = 2
     strategy.eval()
     outs: dict[str, list[torch.Tensor]] = {}
     ids: dict[str, list[torch.Tensor]] = {"y": [], "camid": [], "sceneid": []}
-    for batch in iterate_batches(ds, batch_size):
+    for batch in iterate_batches(ds, batch_size, modalities=strategy.input_modalities()):
         for k, v in strategy.predict(to_device(batch, device)["x"]).items():
             outs.setdefault(k, []).append(v)
         for k in ids:

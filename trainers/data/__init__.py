@@ -30,13 +30,20 @@ register_dataset = DATASETS.register
 
 
 def create_dataset(name: str, **kwargs: Any) -> DataBundle:
-    """Build a registered dataset by name; keyword arguments go to its factory. The bundle's
-    ``spec.identity`` names the data for run names (:mod:`trainers.data.identity`)."""
+    """Build a registered dataset by name; keyword arguments go to its factory, except
+    ``augment`` (the train recipe, see ``trainers.data.augment``) and ``num_workers`` (see
+    ``trainers.data.pipeline``), which every dataset takes. The bundle's ``spec.identity``
+    names the data for run names (:mod:`trainers.data.identity`): the recipe is part of it,
+    the settings that change speed only (``num_workers``, ``cache_dir``) are not."""
+    from trainers.data.pipeline import RUNTIME_ARGS, configure
+
     _import_builtin()
     factory = DATASETS.get(name)
+    augment, workers = kwargs.pop("augment", "default"), kwargs.pop("num_workers", None)
     check_arguments(name, factory, kwargs)
-    bundle = factory(**kwargs)
-    ident = dataset_identity(name, factory_arguments(factory, kwargs), bundle.spec.fingerprint,
+    bundle = configure(factory(**kwargs), name, augment, workers)
+    args = {k: v for k, v in factory_arguments(factory, kwargs).items() if k not in RUNTIME_ARGS}
+    ident = dataset_identity(name, {**args, "augment": augment}, bundle.spec.fingerprint,
                              drop_locations=covers_content(bundle.splits))
     return bundle.with_identity(ident)
 

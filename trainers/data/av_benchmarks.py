@@ -3,8 +3,9 @@
 Both read the on-disk layout the OGM-GE / PMR / ReconBoost code uses after its preprocessing,
 so a tree prepared for those codes loads unchanged. Samples are ``{"audio": (1, F, T)
 log spectrogram, "visual": (3 * num_frames, H, W) frames stacked as channels}``; frame k is
-channels 3k..3k+2. No augmentation happens here (the OGM-GE test-time transform: resize to
-``image_size``, scale to [0, 1], ImageNet mean/std).
+channels 3k..3k+2. Samples are the OGM-GE test-time view (resize to ``image_size``, scale to
+[0, 1], ImageNet mean/std); the train recipe (``trainers.data.augment``) crops and flips the
+frames of training batches; ``cache_dir`` caches decoded samples (``trainers.data.cache``).
 
 CREMA-D, ``root`` holds::
 
@@ -56,6 +57,7 @@ import torch
 
 from trainers.data import register_dataset
 from trainers.data.arrays import load_array
+from trainers.data.cache import DatasetCache
 from trainers.data.contract import DataBundle, DataError, DatasetSpec, ModalitySpec
 from trainers.data.loading import (
     OnError,
@@ -186,10 +188,14 @@ def read_frames(folder: Path, num_frames: int, size: tuple[int, int]) -> torch.T
 
 
 def read_av(record: Record, audio: Callable[[Path], torch.Tensor], num_frames: int,
-            size: tuple[int, int]) -> dict[str, torch.Tensor]:
-    """``record.files`` = (audio file, frames folder)."""
-    return {"audio": audio(record.files[0]),
-            "visual": read_frames(record.files[1], num_frames, size)}
+            size: tuple[int, int], only: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+    """``record.files`` = (audio file, frames folder); only the modalities in ``only``."""
+    out = {}
+    if only is None or "audio" in only:
+        out["audio"] = audio(record.files[0])
+    if only is None or "visual" in only:
+        out["visual"] = read_frames(record.files[1], num_frames, size)
+    return out
 
 
 # ---- listing samples -----------------------------------------------------------------------
@@ -323,12 +329,12 @@ def _modalities(spec_shape: tuple[int, int], num_frames: int,
 
 
 def _bundle(spec: DatasetSpec, listed: dict[str, tuple[list[Record], Problems]], read: Reader,
-            validate: str, sources: Sequence[Path]) -> DataBundle:
+            validate: str, sources: Sequence[Path], cache: DatasetCache | None) -> DataBundle:
     splits, skipped = {}, 0
     for split, (records, problems) in listed.items():
         kept, n = usable(records, read, spec.modalities, problems, validate,
-                         "check the layout in docs/datasets.md")
-        splits[split] = make_split(spec, split, kept, read, validate)
+                         "check the layout in docs/datasets.md", cache, split)
+        splits[split] = make_split(spec, split, kept, read, validate, cache)
         skipped += n
     return DataBundle(spec, splits, skipped=skipped,
                       sources=tuple(p for p in sources if p.is_file()))
@@ -342,7 +348,7 @@ def _frames_recipe(num_frames: int, size: tuple[int, int]) -> str:
 @register_dataset("cremad")
 def cremad(root: str | Path, num_frames: int = 1, image_size: Sequence[int] = (224, 224),
            val_fraction: float = 0.1, seed: int = 0, on_error: OnError = "raise",
-           validate: str = "all") -> DataBundle:
+           validate: str = "all", cache_dir: str | Path | None = None) -> DataBundle:
     """CREMA-D (6 emotions) in the OGM-GE layout; val = stratified part of train."""
     size = _check(num_frames, image_size, on_error, validate)
     check_fraction("val_fraction", val_fraction)
@@ -351,26 +357,31 @@ def cremad(root: str | Path, num_frames: int = 1, image_size: Sequence[int] = (2
     for split in ("train", "test"):
         problems = Problems(f"cremad split {split!r}", on_error)
         listed[split] = (cremad_rows(root / f"{split}.csv", root, problems), problems)
+    read = partial(read_av, audio=cremad_spectrogram, num_frames=num_frames, size=size)
+    modalities = _modalities(CREMAD_SPEC, num_frames, size)
+    cache = DatasetCache(cache_dir, "cremad", read, modalities) if cache_dir else None
     train, problems = listed["train"]
+    if cache is not None:  # one store for train.csv, whatever val_fraction and seed carve
+        cache.store("train", train)
     held = stratified_holdout([r.label for r in train], val_fraction, seed)
     listed["train"] = ([r for r, h in zip(train, held, strict=True) if not h], problems)
     listed["val"] = ([r for r, h in zip(train, held, strict=True) if h],
                      Problems("cremad split 'val'", on_error))
     spec = DatasetSpec(
-        "cremad", "classification", _modalities(CREMAD_SPEC, num_frames, size), 6,
+        "cremad", "classification", modalities, 6,
         CREMAD_CLASSES, version=f"cremad/{VERSION}",
         recipe=("audio: AudioWAV 16-bit -> mono, FFT-resample 22.05 kHz, tile to 3 s, clip, "
                 "STFT n_fft 512 hop 353 hann centre reflect, log(|.|+1e-7) -> 1x257x188; "
                 f"{_frames_recipe(num_frames, size)}; val = stratified {val_fraction} of "
                 f"train.csv (seed {seed})"))
-    read = partial(read_av, audio=cremad_spectrogram, num_frames=num_frames, size=size)
-    return _bundle(spec, listed, read, validate, [root / "train.csv", root / "test.csv"])
+    return _bundle(spec, listed, read, validate, [root / "train.csv", root / "test.csv"], cache)
 
 
 @register_dataset("ave")
 def ave(root: str | Path, num_frames: int = 3, image_size: Sequence[int] = (224, 224),
         audio_dir: str = "Audio-1004-SE", frames_dir: str = "Image-01-FPS-SE",
-        on_error: OnError = "raise", validate: str = "all") -> DataBundle:
+        on_error: OnError = "raise", validate: str = "all",
+        cache_dir: str | Path | None = None) -> DataBundle:
     """AVE (28 events) with its own train/val/test lists, in the ReconBoost layout."""
     size = _check(num_frames, image_size, on_error, validate)
     root = Path(root)
@@ -390,4 +401,6 @@ def ave(root: str | Path, num_frames: int = 3, image_size: Sequence[int] = (224,
                 f"standardised -> 1x257x1004; {_frames_recipe(num_frames, size)} from "
                 f"{frames_dir}; classes sorted"))
     read = partial(read_av, audio=ave_spectrogram, num_frames=num_frames, size=size)
-    return _bundle(spec, listed, read, validate, [*files.values(), root / "Annotations.txt"])
+    cache = DatasetCache(cache_dir, "ave", read, spec.modalities) if cache_dir else None
+    return _bundle(spec, listed, read, validate, [*files.values(), root / "Annotations.txt"],
+                   cache)

@@ -143,8 +143,12 @@ class MultimodalDataset(torch.utils.data.Dataset):
     """A validated split. Subclasses provide ``_load(i)``; validation happens at build time.
 
     Items are dicts ``{"x": {modality: tensor}, "y": int, "camid": int, "sceneid": int,
-    "index": int}`` (camid and sceneid are -1 when the dataset has none).
+    "index": int}`` (camid and sceneid are -1 when the dataset has none). ``augment`` (train
+    split only) and ``num_workers`` are set by ``trainers.data.pipeline.configure``.
     """
+
+    augment: object = None
+    num_workers: int | None = None
 
     def __init__(self, spec: DatasetSpec, split: str, labels: Sequence[int] | torch.Tensor,
                  camids: Sequence[int] | torch.Tensor | None = None,
@@ -180,20 +184,33 @@ class MultimodalDataset(torch.utils.data.Dataset):
         raise NotImplementedError
 
     def __getitem__(self, i: int) -> dict:
-        x = self._load(i)
+        return self.get(i)
+
+    def get(self, i: int, modalities: Sequence[str] | None = None) -> dict:
+        """Sample ``i`` with only ``modalities`` (default: all) in ``x``."""
+        x = self._load_some(i, modalities)
         return {"x": dict(x), "y": int(self.labels[i]), "camid": int(self.camids[i]),
                 "sceneid": int(self.sceneids[i]), "index": i}
 
-    def validate_sample(self, i: int, x: Mapping[str, object]) -> dict[str, torch.Tensor]:
+    def _load_some(self, i: int, modalities: Sequence[str] | None) -> Mapping[str, torch.Tensor]:
+        x = self._load(i)
+        return x if modalities is None else {m: x[m] for m in modalities}
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_feeds"}  # no worker handles
+
+    def validate_sample(self, i: int, x: Mapping[str, object],
+                        modalities: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         """Check one loaded sample against the spec; errors name the sample and the field."""
         where = f"dataset {self.spec.name!r} split {self.split!r} sample {i}"
-        missing = [m for m in self.spec.modality_names if m not in x]
+        wanted = self.spec.modality_names if modalities is None else tuple(modalities)
+        missing = [m for m in wanted if m not in x]
         if missing:
             raise DataError(f"{where}: modality {missing[0]!r} is missing")
-        extra = [k for k in x if k not in self.spec.modality_names]
+        extra = [k for k in x if k not in wanted]
         if extra:
             raise DataError(f"{where}: unknown modality {extra[0]!r}")
-        return {m.name: _check_tensor(m, x[m.name], where) for m in self.spec.modalities}
+        return {m: _check_tensor(self.spec.modality(m), x[m], where) for m in wanted}
 
 
 def _ids(values: Sequence[int] | torch.Tensor | None, n: int, name: str,
@@ -249,6 +266,8 @@ class FileDataset(MultimodalDataset):
 
     With ``validate="all"`` (default) every sample is loaded once at construction so a corrupt
     or mis-shaped file fails immediately; ``"first"`` checks one sample (large datasets).
+    A loader with ``reads_subsets = True`` is called ``loader(i, only)`` to read only the
+    modalities in ``only`` (the pipeline's unimodal jobs).
     """
 
     def __init__(self, spec: DatasetSpec, split: str,
@@ -264,6 +283,11 @@ class FileDataset(MultimodalDataset):
 
     def _load(self, i: int) -> Mapping[str, torch.Tensor]:
         return self.validate_sample(i, self.loader(i))
+
+    def _load_some(self, i: int, modalities: Sequence[str] | None) -> Mapping[str, torch.Tensor]:
+        if modalities is None or not getattr(self.loader, "reads_subsets", False):
+            return super()._load_some(i, modalities)
+        return self.validate_sample(i, self.loader(i, tuple(modalities)), modalities)
 
 
 @dataclass(frozen=True)
@@ -317,15 +341,16 @@ def collate(items: Sequence[dict]) -> dict:
 
 def iterate_batches(ds: MultimodalDataset, batch_size: int, shuffle: bool = False,
                     generator: torch.Generator | None = None,
-                    batches: Sequence[Sequence[int]] | None = None) -> Iterator[dict]:
+                    batches: Sequence[Sequence[int]] | None = None,
+                    modalities: Sequence[str] | None = None,
+                    augment_seed: int | None = None) -> Iterator[dict]:
     """Yield batches of ``ds``; ``batches`` (index lists, e.g. from a P x K sampler) overrides
-    ``batch_size``/``shuffle``. In-memory datasets are gathered by index, others collated."""
+    ``batch_size``/``shuffle``. ``modalities``: read only these; ``augment_seed`` (training
+    only): apply the split's augmentation recipe. Made by ``trainers.data.pipeline``:
+    in-memory datasets are gathered by index, files decoded in worker processes."""
+    from trainers.data.pipeline import stream
+
     if batches is None:
         order = torch.randperm(len(ds), generator=generator) if shuffle else torch.arange(len(ds))
         batches = [order[i:i + batch_size] for i in range(0, len(ds), batch_size)]
-    for idx in batches:
-        idx_t = torch.as_tensor(idx, dtype=torch.long)
-        if isinstance(ds, TensorDataset):
-            yield ds.batch(idx_t)
-        else:
-            yield collate([ds[int(i)] for i in idx_t])
+    return stream(ds, batches, modalities, augment_seed)

@@ -20,7 +20,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from trainers.data.contract import DataError, DatasetSpec, FileDataset, ModalitySpec
+from trainers.data.cache import DatasetCache
+from trainers.data.contract import (
+    DataError,
+    DatasetSpec,
+    FileDataset,
+    ModalitySpec,
+    MultimodalDataset,
+)
 
 OnError = Literal["raise", "skip"]
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -184,7 +191,7 @@ def check_sample(modalities: Sequence[ModalitySpec], x: Mapping[str, torch.Tenso
             raise DataError(f"{where}: modality {m.name!r} contains NaN or inf")
 
 
-Reader = Callable[[Record], Mapping[str, torch.Tensor]]
+Reader = Callable[..., Mapping[str, torch.Tensor]]  # (record, only=None) -> sample
 
 
 def screen(records: Sequence[Record], read: Reader, modalities: Sequence[ModalitySpec],
@@ -202,18 +209,26 @@ def screen(records: Sequence[Record], read: Reader, modalities: Sequence[Modalit
 
 
 class RecordReader:
-    """``loader(i)`` for FileDataset; a class (not a lambda) so splits pickle to workers."""
+    """``loader(i)`` for FileDataset; a class (not a lambda) so splits pickle to workers.
+    ``loader(i, only)`` reads only the modalities in ``only`` (every reader takes ``only``)."""
+
+    reads_subsets = True
 
     def __init__(self, records: Sequence[Record], read: Reader) -> None:
         self.records = list(records)
         self.read = read
 
-    def __call__(self, i: int) -> Mapping[str, torch.Tensor]:
-        return self.read(self.records[i])
+    def __call__(self, i: int, only: Sequence[str] | None = None) -> Mapping[str, torch.Tensor]:
+        if only is None:
+            return self.read(self.records[i])
+        return self.read(self.records[i], only=only)
 
 
 def make_split(spec: DatasetSpec, split: str, records: Sequence[Record], read: Reader,
-               validate: str) -> FileDataset:
+               validate: str, cache: DatasetCache | None = None) -> MultimodalDataset:
+    """The split from the cache when there is one (no decoding), else read on demand."""
+    if cache is not None:
+        return cache.dataset_split(spec, split, records)
     return FileDataset(
         spec, split, RecordReader(records, read), [r.label for r in records], validate=validate,
         camids=[r.camid for r in records], sceneids=[r.sceneid for r in records],
@@ -221,14 +236,21 @@ def make_split(spec: DatasetSpec, split: str, records: Sequence[Record], read: R
 
 
 def usable(records: Sequence[Record], read: Reader, modalities: Sequence[ModalitySpec],
-           problems: Problems, validate: str, empty_hint: str) -> tuple[list[Record], int]:
+           problems: Problems, validate: str, empty_hint: str,
+           cache: DatasetCache | None = None, split: str = "") -> tuple[list[Record], int]:
     """Apply on_error to a split's records: returns the records to keep and the skipped count.
 
     With on_error='skip' and validate='all' every sample is read once here so corrupt files
     are found and skipped; with validate='first' only problems found while listing the files
-    (names, missing counterparts) can be skipped.
+    (names, missing counterparts) can be skipped. With a ``cache`` the samples that failed
+    when the cache was built are the bad ones (whatever ``validate`` says).
     """
-    if problems.on_error == "skip" and validate == "all":
+    if cache is not None:
+        bad = cache.bad(split, records)
+        for i in sorted(bad):
+            problems.add(bad[i])
+        records = [r for i, r in enumerate(records) if i not in bad]
+    elif problems.on_error == "skip" and validate == "all":
         records = screen(records, read, modalities, problems)
     skipped = problems.resolve()
     if not records:

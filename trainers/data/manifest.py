@@ -281,10 +281,11 @@ def read_file(path: Path, m: ModalitySpec, norm: Norm) -> torch.Tensor:
 
 
 def read_row(record: Record, files: Sequence[ModalitySpec], norms: Mapping[str, Norm],
-             inline: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+             inline: Mapping[str, torch.Tensor],
+             only: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
     x = {m.name: read_file(p, m, norms[m.name])
-         for m, p in zip(files, record.files, strict=True)}
-    x.update({name: t[record.row] for name, t in inline.items()})
+         for m, p in zip(files, record.files, strict=True) if only is None or m.name in only}
+    x.update({name: t[record.row] for name, t in inline.items() if only is None or name in only})
     return x
 
 

@@ -37,7 +37,8 @@ mean/std, NIR/TIR converted to one grey channel (``ir_channels=1``, default) nor
 mean 0.449 / std 0.226, or kept as three channels with the ImageNet statistics
 (``ir_channels=3``, for 3-channel pretrained stems). Default sizes: 256 x 128 for persons,
 128 x 256 for vehicles (their tiles' aspect, MambaPro's RGBNT100 setting; TOP-ReID resizes
-everything to 256 x 128). No augmentation happens here.
+everything to 256 x 128). Train augmentation is the dataset's recipe in
+``trainers.data.augment``; ``cache_dir`` caches the decoded samples (``trainers.data.cache``).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from pathlib import Path
 import torch
 
 from trainers.data import register_dataset
+from trainers.data.cache import DatasetCache
 from trainers.data.contract import DataBundle, DataError, DatasetSpec, ModalitySpec
 from trainers.data.loading import (
     OnError,
@@ -170,8 +172,8 @@ def scan_msvr310(folder: Path, problems: Problems) -> list[Record]:
 # ---- reading one sample --------------------------------------------------------------------
 
 def read_tiled(record: Record, names: Sequence[str], size: tuple[int, int],
-               ir_channels: int) -> dict[str, torch.Tensor]:
-    """Cut one image into ``len(names)`` equal-width tiles, left to right."""
+               ir_channels: int, only: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+    """Cut one image into ``len(names)`` equal-width tiles, left to right (those in ``only``)."""
     path = record.files[0]
     im = decode_image(path)
     w, h = im.size
@@ -181,13 +183,14 @@ def read_tiled(record: Record, names: Sequence[str], size: tuple[int, int],
     tw = w // len(names)
     return {n: image_tensor(im.crop((k * tw, 0, (k + 1) * tw, h)), size,
                             3 if n == "rgb" else ir_channels)
-            for k, n in enumerate(names)}
+            for k, n in enumerate(names) if only is None or n in only}
 
 
 def read_parallel(record: Record, names: Sequence[str], size: tuple[int, int],
-                  ir_channels: int) -> dict[str, torch.Tensor]:
+                  ir_channels: int, only: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+    """One file per modality; files of modalities not in ``only`` are not opened."""
     return {n: read_image(p, size, 3 if n == "rgb" else ir_channels)
-            for n, p in zip(names, record.files, strict=True)}
+            for n, p in zip(names, record.files, strict=True) if only is None or n in only}
 
 
 # ---- assembling the bundle -----------------------------------------------------------------
@@ -202,15 +205,17 @@ class Options:
     seed: int
     on_error: OnError
     validate: str
+    cache_dir: str | Path | None = None
 
 
 def options(image_size: Sequence[int], val_fraction: float, seed: int, ir_channels: int,
-            on_error: str, validate: str) -> Options:
+            on_error: str, validate: str, cache_dir: str | Path | None = None) -> Options:
     check_choice("ir_channels", ir_channels, (1, 3))
     check_choice("on_error", on_error, ("raise", "skip"))
     check_choice("validate", validate, ("all", "first"))
     return Options(check_size("image_size", image_size), ir_channels,
-                   check_fraction("val_fraction", val_fraction), int(seed), on_error, validate)
+                   check_fraction("val_fraction", val_fraction), int(seed), on_error, validate,
+                   cache_dir)
 
 
 def recipe(layout: str, opt: Options) -> str:
@@ -239,6 +244,7 @@ def build_reid(name: str, names: Sequence[str], scans: Mapping[str, Scan], read:
     """Scan and screen 'train', 'query' and 'gallery' (absent: gallery = query), carve val.
     Every listed file must resolve to a place inside ``root`` (no symlink out of it)."""
     modalities = _modalities(names, opt.size, opt.ir_channels)
+    cache = DatasetCache(opt.cache_dir, name, read, modalities) if opt.cache_dir else None
     kept, skipped = {}, 0
     for split, scan in scans.items():
         problems = Problems(f"{name} split {split!r}", opt.on_error)
@@ -246,7 +252,7 @@ def build_reid(name: str, names: Sequence[str], scans: Mapping[str, Scan], read:
         for f in (f for r in listed for f in r.files):
             inside(Path(root), f, problems.where)
         kept[split], n = usable(listed, read, modalities, problems, opt.validate,
-                                "check the folder layout in docs/datasets.md")
+                                "check the folder layout in docs/datasets.md", cache, split)
         skipped += n
     train, val = carve_val(kept["train"], opt, name)
     spec = DatasetSpec(name, "reid", modalities, num_classes=len({r.label for r in train}),
@@ -257,7 +263,7 @@ def build_reid(name: str, names: Sequence[str], scans: Mapping[str, Scan], read:
     for split, rs in records.items():
         # gallery = query needs no second full read: the query split has been validated
         check = "first" if split == "gallery" and "gallery" not in kept else opt.validate
-        splits[split] = make_split(spec, split, rs, read, check)
+        splits[split] = make_split(spec, split, rs, read, check, cache)
     return DataBundle(spec, splits, skipped=skipped)
 
 
@@ -275,27 +281,30 @@ def _tiled_bundle(name: str, names: tuple[str, ...], root: str | Path,
 @register_dataset("rgbnt100")
 def rgbnt100(root: str | Path, image_size: Sequence[int] = (128, 256),
              val_fraction: float = 0.1, seed: int = 0, ir_channels: int = 1,
-             on_error: OnError = "raise", validate: str = "all") -> DataBundle:
+             on_error: OnError = "raise", validate: str = "all",
+             cache_dir: str | Path | None = None) -> DataBundle:
     """RGBNT100 vehicles: RGB | NIR | TIR tiles in one image (see the module docstring)."""
-    opt = options(image_size, val_fraction, seed, ir_channels, on_error, validate)
+    opt = options(image_size, val_fraction, seed, ir_channels, on_error, validate, cache_dir)
     return _tiled_bundle("rgbnt100", ("rgb", "nir", "tir"), root, opt)
 
 
 @register_dataset("rgbn300")
 def rgbn300(root: str | Path, image_size: Sequence[int] = (128, 256),
             val_fraction: float = 0.1, seed: int = 0, ir_channels: int = 1,
-            on_error: OnError = "raise", validate: str = "all") -> DataBundle:
+            on_error: OnError = "raise", validate: str = "all",
+            cache_dir: str | Path | None = None) -> DataBundle:
     """RGBN300 vehicles: RGB | NIR tiles in one image (see the module docstring)."""
-    opt = options(image_size, val_fraction, seed, ir_channels, on_error, validate)
+    opt = options(image_size, val_fraction, seed, ir_channels, on_error, validate, cache_dir)
     return _tiled_bundle("rgbn300", ("rgb", "nir"), root, opt)
 
 
 @register_dataset("rgbnt201")
 def rgbnt201(root: str | Path, image_size: Sequence[int] = (256, 128),
              val_fraction: float = 0.1, seed: int = 0, ir_channels: int = 1,
-             on_error: OnError = "raise", validate: str = "all") -> DataBundle:
+             on_error: OnError = "raise", validate: str = "all",
+             cache_dir: str | Path | None = None) -> DataBundle:
     """RGBNT201 persons: {train_171,test}/{RGB,NI,TI}/<name>.jpg; query = gallery = test."""
-    opt = options(image_size, val_fraction, seed, ir_channels, on_error, validate)
+    opt = options(image_size, val_fraction, seed, ir_channels, on_error, validate, cache_dir)
     names, subdirs = ("rgb", "nir", "tir"), ("RGB", "NI", "TI")
     scans = {s: partial(scan_parallel, Path(root) / f, subdirs, parse_rgbnt201)
              for s, f in (("train", "train_171"), ("query", "test"))}
@@ -307,9 +316,10 @@ def rgbnt201(root: str | Path, image_size: Sequence[int] = (256, 128),
 @register_dataset("msvr310")
 def msvr310(root: str | Path, image_size: Sequence[int] = (128, 256),
             val_fraction: float = 0.1, seed: int = 0, ir_channels: int = 1,
-            on_error: OnError = "raise", validate: str = "all") -> DataBundle:
+            on_error: OnError = "raise", validate: str = "all",
+            cache_dir: str | Path | None = None) -> DataBundle:
     """MSVR310 vehicles: <split>/<vid>/{vis,ni,th}/<img> with scene ids (module docstring)."""
-    opt = options(image_size, val_fraction, seed, ir_channels, on_error, validate)
+    opt = options(image_size, val_fraction, seed, ir_channels, on_error, validate, cache_dir)
     names = ("rgb", "nir", "tir")
     folders = {"train": "bounding_box_train", "query": "query3", "gallery": "bounding_box_test"}
     scans = {s: partial(scan_msvr310, Path(root) / f) for s, f in folders.items()}

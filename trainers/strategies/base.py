@@ -190,6 +190,10 @@ class Strategy(nn.Module):
         """The encoder this model uses for modality ``m`` (probes, teachers, warm starts)."""
         raise NotImplementedError
 
+    def input_modalities(self) -> tuple[str, ...]:
+        """The modalities this model reads (the input pipeline decodes only these)."""
+        return self.spec.modality_names
+
     def on_phase_start(self, phase: Phase) -> None:
         """Hook before a phase's first epoch (also called when a run resumes mid-phase)."""
 

@@ -60,6 +60,9 @@ class MemberEnsemble(Strategy):
     def forward_loss(self, batch: Mapping, phase: Phase) -> dict:
         return self.members[phase.modality].forward_loss(batch, phase)
 
+    def input_modalities(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(modality_of(k) for k in self.keys))
+
     def member_outputs(self, x: Mapping) -> dict:
         return {k: self.members[k].predict(x)["fused"] for k in self.keys}
 

@@ -43,6 +43,9 @@ class Unimodal(Strategy):
         pred = self.task_output(out["features"], out["logits"])
         return {"fused": pred, self.modality: pred}
 
+    def input_modalities(self) -> tuple[str, ...]:
+        return (self.modality,)
+
     def encoder(self, m: str) -> nn.Module:
         if m != self.modality:
             raise ConfigError(f"this unimodal model is for {self.modality!r}, not {m!r}")

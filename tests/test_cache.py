@@ -1,0 +1,158 @@
+"""The preprocessing cache: built once, reused without decoding, rebuilt for other data,
+never used half-built, bad files named at build and honoured on every hit."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import trainers.data.av_benchmarks as av
+import trainers.data.reid_benchmarks as reid
+from tests.loader_trees import cremad_tree, rgbnt201_name, rgbnt201_tree, write_garbage, write_jpg
+from trainers.data import DataError, create_dataset
+from trainers.data.cache import CachedDataset
+from trainers.data.contract import iterate_batches
+
+SIZE = (16, 8)
+
+
+def load(root: Path, cache: Path | None, **kw: object):
+    return create_dataset("rgbnt201", root=root, image_size=SIZE, val_fraction=0.2,
+                          cache_dir=cache, **kw)
+
+
+def all_x(ds, modalities=None) -> dict[str, torch.Tensor]:
+    got = list(iterate_batches(ds, 64, modalities=modalities))
+    return {m: torch.cat([b["x"][m] for b in got]) for m in got[0]["x"]}
+
+
+def no_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*a: object, **k: object) -> None:
+        raise AssertionError("a cache hit must not decode")
+
+    monkeypatch.setattr(reid, "read_image", refuse)
+    monkeypatch.setattr(av, "read_frames", refuse)
+
+
+def folders(cache: Path) -> list[str]:
+    return sorted(p.name.rsplit("-", 1)[0] for p in cache.iterdir())
+
+
+def test_cached_splits_equal_decoded_ones_and_a_hit_decodes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root, cache = rgbnt201_tree(tmp_path / "data"), tmp_path / "cache"
+    plain = load(root, None)
+    first = load(root, cache)
+    assert folders(cache) == ["rgbnt201-query", "rgbnt201-train"]  # val/gallery reuse them
+    splits = ("train", "val", "query", "gallery")
+    decoded = {s: all_x(plain[s]) for s in splits}
+    no_decoding(monkeypatch)
+    hit = load(root, cache)
+    for split in splits:
+        assert isinstance(hit[split], CachedDataset)
+        assert hit[split].labels.tolist() == plain[split].labels.tolist()
+        assert hit[split].camids.tolist() == plain[split].camids.tolist()
+        want = decoded[split]
+        for got in (all_x(first[split]), all_x(hit[split])):
+            assert all(torch.equal(got[m], want[m]) for m in want)
+    assert set(all_x(hit["train"], ["nir"])) == {"nir"}
+    assert hit.spec == plain.spec and hit.skipped == 0
+
+
+def test_other_data_under_the_same_name_is_rebuilt_never_used(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    load(rgbnt201_tree(tmp_path / "a"), cache)
+    root_b = rgbnt201_tree(tmp_path / "b")  # same names, other pixels
+    for mod in ("RGB", "NI", "TI"):
+        write_jpg(root_b / "train_171" / mod / rgbnt201_name(1, 1), 200)
+    b = load(root_b, cache)
+    assert folders(cache) == ["rgbnt201-query", "rgbnt201-train"]  # replaced, not added
+    want = all_x(load(root_b, None)["train"])
+    assert torch.equal(all_x(b["train"])["rgb"], want["rgb"])
+    meta = json.loads(next(cache.glob("rgbnt201-train-*/meta.json")).read_text())
+    assert meta["version"] == "1" and len(meta["fingerprint"]) == 64
+
+
+def test_a_half_built_cache_is_never_opened(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    root, cache = rgbnt201_tree(tmp_path / "data"), tmp_path / "cache"
+    load(root, cache)
+    for meta in cache.glob("*/meta.json"):
+        meta.unlink()  # as if the writer died before its last step
+    calls = []
+    real = reid.read_image
+    monkeypatch.setattr(reid, "read_image", lambda *a: calls.append(1) or real(*a))
+    again = load(root, cache)
+    assert calls and torch.equal(all_x(again["query"])["tir"],
+                                 all_x(load(root, None)["query"])["tir"])
+
+    def die(*a: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(reid, "read_image", die)
+    shutil.rmtree(cache)
+    with pytest.raises(KeyboardInterrupt):
+        load(root, cache)
+    assert list(cache.iterdir()) == []  # the temporary folder is gone, nothing published
+
+
+@pytest.mark.parametrize("on_error", ["raise", "skip"])
+def test_a_corrupt_file_is_named_at_build_and_on_every_hit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_error: str) -> None:
+    root, cache = rgbnt201_tree(tmp_path / "data"), tmp_path / "cache"
+    bad = write_garbage(root / "test" / "TI" / rgbnt201_name(51, 3))
+    for attempt in ("build", "hit"):
+        if attempt == "hit":
+            no_decoding(monkeypatch)
+        if on_error == "raise":
+            with pytest.raises(DataError, match=f"{bad}: cannot read image"):
+                load(root, cache)
+        else:
+            with pytest.warns(UserWarning, match=f"{bad}: cannot read image"):
+                data = load(root, cache, on_error="skip")
+            assert data.skipped == 1 and len(data["query"]) == 5
+
+
+def test_cremad_seeds_share_one_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root, cache = cremad_tree(tmp_path / "data"), tmp_path / "cache"
+    kw = {"root": root, "image_size": (8, 8), "cache_dir": cache, "val_fraction": 0.2}
+    seed0 = create_dataset("cremad", seed=0, **kw)
+    no_decoding(monkeypatch)
+    monkeypatch.setattr(av, "read_wav", None)
+    seed1 = create_dataset("cremad", seed=1, **kw)
+    assert folders(cache) == ["cremad-test", "cremad-train"]
+    assert seed0["val"].records != seed1["val"].records
+    assert len(seed1["train"]) + len(seed1["val"]) == 18
+    audio = all_x(seed1["val"], ["audio"])["audio"]
+    assert audio.shape[1:] == (1, 257, 188) and torch.isfinite(audio).all()
+
+
+def test_cached_splits_pickle_without_their_arrays(tmp_path: Path) -> None:
+    ds = load(rgbnt201_tree(tmp_path / "data"), tmp_path / "cache")["gallery"]
+    blob = pickle.dumps(ds)
+    assert len(blob) < 10_000  # the folder, not 6 decoded samples of 3 modalities
+    copy = pickle.loads(blob)
+    assert torch.equal(copy[2]["x"]["rgb"], ds[2]["x"]["rgb"])
+
+
+def test_a_build_in_worker_processes_stores_the_same(tmp_path: Path) -> None:
+    root = rgbnt201_tree(tmp_path / "data")
+    write_garbage(root / "test" / "NI" / rgbnt201_name(50, 1))
+    with pytest.warns(UserWarning, match="1 bad sample"):
+        one = load(root, tmp_path / "one", on_error="skip")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.warns(UserWarning, match="1 bad sample"):
+            two = load(root, tmp_path / "two", on_error="skip")
+    finally:
+        torch.set_num_threads(threads)
+    assert one.skipped == two.skipped == 1
+    for split in ("train", "query"):
+        a, b = all_x(one[split]), all_x(two[split])
+        assert all(torch.equal(a[m], b[m]) for m in a)

@@ -1,0 +1,149 @@
+"""The input pipeline: how the one training loop gets its batches.
+
+Every batch is made by one :class:`BatchMaker` from a key ``(seed, batch number, indices)``:
+it reads only the modalities the strategy uses (a unimodal RGB job never opens the NIR or
+TIR files), collates, and applies the train split's augmentation recipe when the key carries
+a seed. In-memory datasets (and memory-mapped caches) are gathered by index in the calling
+thread, as before. File-backed datasets are decoded ahead of the training step in worker
+processes (``torch.utils.data.DataLoader`` with ``batch_size=None``: each worker makes whole
+batches, so P x K reid batches and shuffles are decided in the main process and the order
+never depends on the number of workers). Workers persist across epochs; memory is pinned
+when CUDA is available.
+
+``num_workers`` (a dataset argument; None = automatic): for file-backed splits when CUDA is
+available, ``min(torch.get_num_threads(), batches in the epoch)`` (the job's CPUs: the Ray
+worker and ``TrainConfig.num_threads`` set the thread count), so the GPU does not wait for
+decoding; 0 (in the calling thread) for in-memory and cached splits, and on CPU-only
+machines, where the training step needs the same cores and moving float batches between
+processes costs more than the overlap gains (measured: ``benchmarks.input_pipeline``). It
+changes speed, never the batches: it is not part of a run's identity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from trainers.data.augment import Recipe, make_recipe
+from trainers.data.contract import DataBundle, DataError, MultimodalDataset, collate
+
+RUNTIME_ARGS = ("num_workers", "cache_dir")  # dataset arguments that change speed, not data
+Key = tuple[int | None, int, list[int]]
+
+
+def check_workers(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise DataError(f"num_workers must be an int >= 0 (or None for automatic) but got "
+                        f"{value!r}; 0 decodes in the training process")
+    return value
+
+
+def configure(bundle: DataBundle, dataset: str, augment: object = "default",
+              num_workers: object = None) -> DataBundle:
+    """Attach the train recipe and the worker setting to a freshly built bundle; the recipe
+    is appended to ``spec.recipe`` so result rows record it."""
+    workers = check_workers(num_workers)
+    recipe = make_recipe(augment, bundle.spec, dataset)
+    spec = bundle.spec
+    if recipe.steps:
+        spec = replace(spec, recipe=f"{spec.recipe}; {recipe.describe()}".lstrip("; "))
+    for ds in bundle.splits.values():
+        ds.spec = spec
+        ds.num_workers = workers
+    bundle.splits["train"].augment = recipe if recipe.steps else None
+    return replace(bundle, spec=spec)
+
+
+class BatchMaker(torch.utils.data.Dataset):
+    """Makes one batch from a key; the same object runs in the loop's thread or in workers."""
+
+    def __init__(self, ds: MultimodalDataset, modalities: Sequence[str],
+                 recipe: Recipe | None) -> None:
+        self.ds, self.modalities, self.recipe = ds, tuple(modalities), recipe
+
+    def __getitem__(self, key: Key) -> dict:
+        seed, number, idx = key
+        if hasattr(self.ds, "batch"):  # in memory / memory-mapped: gather by index
+            batch = self.ds.batch(torch.as_tensor(idx, dtype=torch.long))
+            batch["x"] = {m: batch["x"][m] for m in self.modalities}
+        else:
+            batch = collate([self.ds.get(i, self.modalities) for i in idx])
+        if self.recipe is not None and seed is not None:
+            batch["x"] = self.recipe.apply(batch["x"], seed, number)
+        return batch
+
+    __call__ = __getitem__
+
+
+class KeySampler(torch.utils.data.Sampler):
+    """The keys of the current epoch; replaced each epoch so workers can persist."""
+
+    def __init__(self) -> None:
+        self.keys: list[Key] = []
+
+    def __iter__(self) -> Iterator[Key]:
+        return iter(self.keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def resolve_workers(ds: MultimodalDataset, num_batches: int) -> int:
+    """The explicit setting, else worker processes only where there is decoding to do and a
+    GPU to keep busy."""
+    n = getattr(ds, "num_workers", None)
+    if n is not None:
+        return n
+    if hasattr(ds, "batch") or not torch.cuda.is_available():
+        return 0
+    return max(0, min(torch.get_num_threads(), num_batches))
+
+
+def used_modalities(ds: MultimodalDataset, modalities: Sequence[str] | None) -> tuple[str, ...]:
+    if modalities is None:
+        return ds.spec.modality_names
+    for m in modalities:
+        ds.spec.modality(m)  # unknown names raise with the list
+    return tuple(m for m in ds.spec.modality_names if m in modalities)
+
+
+def stream(ds: MultimodalDataset, index_batches: Iterable[Sequence[int]],
+           modalities: Sequence[str] | None = None, seed: int | None = None) -> Iterator[dict]:
+    """Batches of ``ds`` in the order of ``index_batches``; ``seed`` (training only) turns
+    on the split's augmentation recipe, seeded per (seed, batch, position)."""
+    mods = used_modalities(ds, modalities)
+    recipe = getattr(ds, "augment", None) if seed is not None else None
+    keys = [(seed, b, [int(i) for i in idx]) for b, idx in enumerate(index_batches)]
+    maker = BatchMaker(ds, mods, recipe)
+    workers = resolve_workers(ds, len(keys))
+    if workers == 0:
+        yield from map(maker, keys)
+        return
+    loader, sampler = _feed(ds, maker, workers)
+    sampler.keys = keys
+    try:
+        yield from loader
+    except DataError as e:  # keep the one-line message, not the worker's traceback
+        raise DataError(str(e).strip().splitlines()[-1].partition("DataError: ")[2]
+                        or str(e)) from None
+
+
+def _feed(ds: MultimodalDataset, maker: BatchMaker,
+          workers: int) -> tuple[torch.utils.data.DataLoader, KeySampler]:
+    """One persistent DataLoader per (split, modalities, augmented, workers), kept on the
+    split so its workers live as long as the data (and are not pickled with it)."""
+    feeds: dict[Any, tuple[torch.utils.data.DataLoader, KeySampler]] = ds.__dict__.setdefault(
+        "_feeds", {})
+    key = (maker.modalities, maker.recipe is not None, workers)
+    if key not in feeds:
+        sampler = KeySampler()
+        loader = torch.utils.data.DataLoader(
+            maker, batch_size=None, sampler=sampler, num_workers=workers,
+            persistent_workers=True, pin_memory=torch.cuda.is_available())
+        feeds[key] = (loader, sampler)
+    return feeds[key]
