@@ -14,7 +14,7 @@ import torch
 from tests.conftest import tiny_cfg
 from trainers.api import build
 from trainers.checkpoint import load_checkpoint, save_checkpoint
-from trainers.loop import batches, fit
+from trainers.loop import batches, fit, to_device
 from trainers.strategies import list_strategies, strategy_class
 
 CASES = [(n, t) for n in list_strategies() for t in strategy_class(n).tasks]
@@ -100,3 +100,23 @@ def test_same_seed_same_metrics(strategy, data):
 
     runs = [evaluate_splits(*[train(data, strategy.cfg)[0], data]) for _ in range(2)]
     assert runs[0] == runs[1]
+
+
+def test_forward_loss_and_predict_run_on_the_meta_device(strategy, data):
+    """Every tensor a strategy makes follows the model's device: on PyTorch's ``meta`` device
+    (tensors without data) a tensor created on the default device (CPU) fails the step, as it
+    would on CUDA or MPS."""
+    meta = torch.device("meta")
+    strategy.to(meta)
+    batch = to_device(first_batch(data), meta)
+    for phase in strategy.phases():
+        strategy.on_phase_start(phase)
+        strategy.set_train_mode(phase)
+        strategy.zero_grad(set_to_none=True)
+        out = strategy.forward_loss(batch, phase)
+        assert out["loss"].device == meta, phase.name
+        out["loss"].backward()
+    strategy.eval()
+    with torch.no_grad():
+        pred = strategy.predict(batch["x"])
+    assert pred and all(v.device == meta for v in pred.values())

@@ -85,6 +85,15 @@ class ReconBoost(Strategy):
         self.register_buffer("in_ensemble", torch.zeros(len(spec.modality_names), dtype=torch.bool))
         self._warm_start()
 
+    def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202
+        """Keep ``in_ensemble`` on the CPU whatever device the model moves to: it steers Python
+        control flow (which learners are summed), so reading it must not need a device sync
+        (nor data, on the ``meta`` device)."""
+        flags = self.in_ensemble
+        super()._apply(fn, recurse)
+        self.in_ensemble = flags
+        return self
+
     def _order(self) -> tuple[str, ...]:
         order = self.p.order or self.spec.modality_names
         for m in order:
@@ -159,7 +168,7 @@ class ReconBoost(Strategy):
         with torch.no_grad():
             others = self.ensemble_logits(x, exclude=m)
             if others is None:
-                return torch.ones(len(y))
+                return torch.ones(len(y), device=y.device)
             q_y = others.softmax(-1).gather(1, y[:, None]).squeeze(1)
             return 1 - self.p.lambda_boost * q_y
 

@@ -59,7 +59,7 @@ class UMT(FusionConcat):
     def forward_loss(self, batch: Mapping[str, Any], phase: Phase) -> dict[str, torch.Tensor]:
         out = super().forward_loss(batch, phase)
         if self.p.lambda_distill == 0:
-            return {**out, "distill": torch.zeros(())}
+            return {**out, "distill": out["loss"].new_zeros(())}
         with torch.no_grad():
             targets = {m: t(batch["x"][m]) for m, t in self._teachers.items.items()}
         distill = sum(F.mse_loss(out["embeddings"][m], targets[m]) for m in targets)
