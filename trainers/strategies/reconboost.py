@@ -74,6 +74,10 @@ def _check_int(name: str, value: Any, low: int) -> None:
 class ReconBoost(Strategy):
     Params = ReconBoostParams
     tasks = ("classification",)
+    SEARCH_SPACE = {"lambda_boost": "uniform:0:1", "alpha": "uniform:0:1",
+                    "epochs_per_stage": "int:1:4", "rectify_epochs": "int:0:4",
+                    "stages": "int:2:6", "lr": "loguniform:1e-3:0.1"}
+    host_buffers = ("in_ensemble",)  # which learners are summed: read on the host every step
 
     def __init__(self, spec: DatasetSpec, cfg: TrainConfig) -> None:
         super().__init__(spec, cfg)
@@ -84,15 +88,6 @@ class ReconBoost(Strategy):
         self.beta = nn.Parameter(torch.ones(n_beta))
         self.register_buffer("in_ensemble", torch.zeros(len(spec.modality_names), dtype=torch.bool))
         self._warm_start()
-
-    def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202
-        """Keep ``in_ensemble`` on the CPU whatever device the model moves to: it steers Python
-        control flow (which learners are summed), so reading it must not need a device sync
-        (nor data, on the ``meta`` device)."""
-        flags = self.in_ensemble
-        super()._apply(fn, recurse)
-        self.in_ensemble = flags
-        return self
 
     def _order(self) -> tuple[str, ...]:
         order = self.p.order or self.spec.modality_names

@@ -36,6 +36,7 @@ class UMTParams:
 @register_strategy("umt")
 class UMT(FusionConcat):
     Params = UMTParams
+    SEARCH_SPACE = {"lambda_distill": "choice:0,1,10,20,50,100", "lr": "loguniform:3e-4:3e-3"}
 
     def __init__(self, spec: DatasetSpec, cfg: TrainConfig) -> None:
         super().__init__(spec, cfg)  # builds the fused model first: same init as fusion_concat
