@@ -17,8 +17,9 @@ A fusion_concat model trained with CE(fused) plus, per modality m, a prototype c
   (the paper's "early training stage"; the released code has no such term, so its length and
   weight are our choice).
 
-Defaults (source): alpha = 1.0, momentum = 0.2, window 0-100 (released code ``main_Prototype_grad.py``:
-``--alpha 1.0 --momentum_coef 0.2 --modulation_starts 0 --modulation_ends 100``); mu = 0.1 and
+Defaults (source): alpha = 1.0, momentum = 0.2, window 0-100 (released code,
+``main_Prototype_grad.py``: ``--alpha 1.0 --momentum_coef 0.2 --modulation_starts 0
+--modulation_ends 100``); mu = 0.1 and
 entropy_epochs = 5 are ours. The released code builds prototypes from the first tenth of the
 train batches; we use the whole train split (it is small here).
 """
@@ -106,7 +107,7 @@ class PMR(FusionConcat):
                 s, n = class_means(self.model.encoders[m](batch["x"][m].to(dev)), y,
                                    self.spec.num_classes)
                 sums[i] += s
-            counts += n
+            counts += n  # the same for every modality: the batch's class counts
         new = sums / counts.clamp_min(1)[None, :, None]
         mom = self.p.momentum * self.has_prototypes
         self.prototypes.copy_((1 - mom) * new + mom * self.prototypes)
