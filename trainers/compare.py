@@ -17,8 +17,9 @@ from trainers.data.contract import DataBundle
 from trainers.runs import RunRecord, train_or_reuse
 
 DEFAULT_STRATEGIES = {
-    "classification": ("unimodal", "fusion_concat", "fusion_avg", "ume", "umt", "reconboost"),
-    "reid": ("unimodal", "fusion_concat", "fusion_avg", "unicat"),
+    "classification": ("unimodal", "fusion_concat", "fusion_avg", "ume", "umt", "reconboost",
+                       "gblending", "ogm_ge", "pmr", "modality_dropout", "mmpareto", "mla"),
+    "reid": ("unimodal", "fusion_concat", "fusion_avg", "unicat", "modality_dropout"),
 }
 TABLE_METRICS = {"classification": ("accuracy",), "reid": ("map", "rank1")}
 Runner = Callable[[DataBundle, TrainConfig], RunRecord]
