@@ -29,7 +29,9 @@ def tensors(n=4):
 
 def test_unknown_strategy_lists_valid_ones():
     with pytest.raises(ConfigError, match="unknown strategy 'fusion'; valid strategies: "
-                                          "fusion_avg, fusion_concat, reconboost, ume, umt"):
+                                          "fusion_avg, fusion_concat, gblending, mla, "
+                                          "mmpareto, modality_dropout, ogm_ge, pmr, reconboost, "
+                                          "ume, umt"):
         TrainConfig(strategy="fusion")
 
 

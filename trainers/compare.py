@@ -20,8 +20,9 @@ from trainers.runs import RunRecord, train_or_reuse
 from trainers.strategies import strategy_class
 
 DEFAULT_STRATEGIES = {
-    "classification": ("unimodal", "fusion_concat", "fusion_avg", "ume", "umt", "reconboost"),
-    "reid": ("unimodal", "fusion_concat", "fusion_avg", "unicat"),
+    "classification": ("unimodal", "fusion_concat", "fusion_avg", "ume", "umt", "reconboost",
+                       "gblending", "ogm_ge", "pmr", "modality_dropout", "mmpareto", "mla"),
+    "reid": ("unimodal", "fusion_concat", "fusion_avg", "unicat", "modality_dropout"),
 }
 TABLE_METRICS = {"classification": ("accuracy",), "reid": ("map", "rank1")}
 NEEDS_UNIMODAL = ("ume", "unicat", "umt")  # (and reconboost with warm_start)

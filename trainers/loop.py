@@ -1,5 +1,7 @@
 """The one training loop. Every strategy runs through ``fit``; a strategy's behaviour is its
-phase schedule and its ``forward_loss``, never a loop of its own.
+phase schedule, its ``forward_loss`` and its hooks (``fit_split`` once, ``on_phase_start``,
+``on_epoch_start``, and ``after_backward`` between ``backward()`` and ``step()``), never a loop
+of its own.
 
 Model selection is on the validation split only (SPEC.md section 8): the loop keeps the best
 state by the validation score of ``phase.select_on`` and restores it when training ends. The
@@ -128,6 +130,7 @@ def train_epoch(strategy: Strategy, ds: MultimodalDataset, phase: Phase,
                 "lower the learning rate or check the data")
         strategy.zero_grad(set_to_none=True)
         loss.backward()
+        strategy.after_backward(phase)
         opt.step()
         n = len(batch["y"])
         seen += n
@@ -210,6 +213,7 @@ class _Runner:
         self.cfg = strategy.cfg
         self.device = resolve_device(self.cfg.device)
         self.s.to(self.device)
+        self.train_ds = strategy.fit_split(data["train"])
         self.phases = strategy.phases()
         self.total = sum(p.epochs for p in self.phases)
         self.st = _LoopState()
@@ -237,7 +241,8 @@ class _Runner:
             self.st.phase = _Selection()
         for e in range(self.st.epoch - start, phase.epochs):
             epoch_seed = self.cfg.seed * 100_003 + start + e
-            train = train_epoch(self.s, self.data["train"], phase, opt, self.cfg.batch_size,
+            self.s.on_epoch_start(phase, e, self.train_ds)
+            train = train_epoch(self.s, self.train_ds, phase, opt, self.cfg.batch_size,
                                 epoch_seed, self.device)
             self.st.optimizer = opt.state_dict()
             self._end_epoch(phase, e == phase.epochs - 1, train)

@@ -79,7 +79,7 @@ def train_std(data: DataBundle, modalities: Sequence[str], batch_size: int = 256
     for batch in iterate_batches(data["train"], batch_size):
         for m in modalities:
             v = batch["x"][m].double()
-            sums[m] += torch.stack([torch.tensor(float(v.numel())), v.sum(), (v * v).sum()])
+            sums[m] += torch.stack([v.new_tensor(float(v.numel())), v.sum(), (v * v).sum()]).cpu()
     out = {}
     for m, (n, s, ss) in sums.items():
         var = max(float(ss / n - (s / n) ** 2), 0.0)

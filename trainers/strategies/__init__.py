@@ -15,6 +15,12 @@ from trainers.strategies.base import (
 def _import_builtin() -> None:
     from trainers.strategies import (  # noqa: F401
         fusion,
+        gblending,
+        mla,
+        mmpareto,
+        modality_dropout,
+        ogm_ge,
+        pmr,
         reconboost,
         ume,
         umt,

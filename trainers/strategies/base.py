@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainers.config import ConfigError, TrainConfig, config_default, make_params
-from trainers.data.contract import DatasetSpec
+from trainers.data.contract import DatasetSpec, MultimodalDataset
 from trainers.models.encoders import create_encoder
 from trainers.models.fusion import ConcatFusion, LateFusion, create_head
 from trainers.registry import Registry
@@ -94,6 +94,12 @@ class Strategy(nn.Module):
     # construction) and are not searchable; ``ignored_hint`` says what to set instead.
     ignored_config: ClassVar[tuple[str, ...]] = ()
     ignored_hint: ClassVar[str] = ""
+    # The main knobs a sweep searches, ``key -> "uniform:0:1"`` (orchestrator.space syntax); keys
+    # are fields of ``Params`` or TrainConfig keys such as ``lr``.
+    SEARCH_SPACE: ClassVar[Mapping[str, str]] = {}
+    # Buffers that steer Python control flow: they stay on the CPU whatever device the model
+    # moves to, so reading them needs no device sync (and no data on the ``meta`` device).
+    host_buffers: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, spec: DatasetSpec, cfg: TrainConfig) -> None:
         super().__init__()
@@ -196,6 +202,25 @@ class Strategy(nn.Module):
 
     def on_phase_start(self, phase: Phase) -> None:
         """Hook before a phase's first epoch (also called when a run resumes mid-phase)."""
+
+    def fit_split(self, train: MultimodalDataset) -> MultimodalDataset:
+        """The part of the train split the loop trains on (G-Blending holds some of it out)."""
+        return train
+
+    def on_epoch_start(self, phase: Phase, epoch: int, train: MultimodalDataset) -> None:
+        """Hook before each epoch; ``epoch`` counts from 0 within ``phase`` and ``train`` is what
+        the loop trains on (PMR refreshes its prototypes here, G-Blending its weights)."""
+
+    def after_backward(self, phase: Phase) -> None:
+        """Hook between ``loss.backward()`` and ``optimizer.step()``: gradient surgery
+        (OGM-GE's scaling, MMPareto's Pareto combination, MLA's projection)."""
+
+    def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202 - nn.Module's signature
+        kept = {name: getattr(self, name) for name in self.host_buffers}
+        super()._apply(fn, recurse)
+        for name, value in kept.items():
+            setattr(self, name, value)
+        return self
 
     def extra_meta(self) -> dict[str, Any]:
         """Plain values stored with checkpoints (e.g. the selected stage)."""

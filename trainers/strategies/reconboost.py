@@ -101,6 +101,10 @@ class ReconBoost(Strategy):
     ignored_hint = ("its optimiser is a fresh SGD per phase set by params lr, momentum and "
                     "weight_decay, and its length is stages x (epochs_per_stage + "
                     "rectify_epochs)")
+    SEARCH_SPACE = {"lambda_boost": "uniform:0:1", "alpha": "uniform:0:1",
+                    "epochs_per_stage": "int:1:4", "rectify_epochs": "int:0:4",
+                    "stages": "int:2:6", "lr": "loguniform:1e-3:0.1"}
+    host_buffers = ("in_ensemble", "own_head")  # which learners are summed: read on the host every step
 
     def __init__(self, spec: DatasetSpec, cfg: TrainConfig) -> None:
         super().__init__(spec, cfg)
@@ -207,7 +211,7 @@ class ReconBoost(Strategy):
         with torch.no_grad():
             others = self.ensemble_logits(x, exclude=m)
             if others is None:
-                return torch.ones(len(y))
+                return torch.ones(len(y), device=y.device)
             q_y = others.softmax(-1).gather(1, y[:, None]).squeeze(1)
             return 1 - self.p.lambda_boost * q_y
 

@@ -34,6 +34,7 @@ class UMTParams:
 @register_strategy("umt")
 class UMT(FusionConcat):
     Params = UMTParams
+    SEARCH_SPACE = {"lambda_distill": "choice:0,1,10,20,50,100", "lr": "loguniform:3e-4:3e-3"}
 
     def __init__(self, spec: DatasetSpec, cfg: TrainConfig) -> None:
         super().__init__(spec, cfg)  # builds the fused model first: same init as fusion_concat
@@ -57,7 +58,7 @@ class UMT(FusionConcat):
     def forward_loss(self, batch: Mapping[str, Any], phase: Phase) -> dict[str, torch.Tensor]:
         out = super().forward_loss(batch, phase)
         if self.p.lambda_distill == 0:
-            return {**out, "distill": torch.zeros(())}
+            return {**out, "distill": out["loss"].new_zeros(())}
         with torch.no_grad():
             targets = {m: t(batch["x"][m]) for m, t in self._teachers.items.items()}
         distill = sum(F.mse_loss(out["embeddings"][m], targets[m]) for m in targets)
