@@ -15,24 +15,11 @@ Examples:
 
 from __future__ import annotations
 
-from sweeps.common import Budget, Script, Setup, tune_and_report
 from sweeps.common import main as run_script
+from sweeps.tune import body_for, script_for
 
-SCRIPT = Script(
-    doc=__doc__,
-    strategy="reconboost",
-    full=Budget(epochs=10, num_samples=8, seeds=(0,)),
-    smoke=Budget(epochs=2, num_samples=2, seeds=(0,), model={"embed_dim": 16, "hidden_dim": 32}),
-    space={"lambda_boost": "uniform:0:1", "alpha": "uniform:0:1", "epochs_per_stage": "int:1:3",
-           "rectify_epochs": "int:0:2", "lr": "loguniform:1e-3:0.1", "stages": "int:2:4"},
-    smoke_space={"lambda_boost": "uniform:0:1", "alpha": "uniform:0:1",
-                 "epochs_per_stage": "int:1:2", "rectify_epochs": "int:0:1", "stages": "int:1:2"},
-    extra={"warm_start": True},
-)
-
-
-def body(s: Setup) -> str:
-    return tune_and_report(s, SCRIPT.extra)
+SCRIPT = script_for("reconboost", doc=__doc__)  # the space declared next to the strategy's defaults
+body = body_for(SCRIPT)
 
 
 def main(argv: list[str] | None = None) -> int:

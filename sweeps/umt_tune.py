@@ -13,23 +13,11 @@ Examples:
 
 from __future__ import annotations
 
-from sweeps.common import Budget, Script, Setup, tune_and_report
 from sweeps.common import main as run_script
+from sweeps.tune import body_for, script_for
 
-SCRIPT = Script(
-    doc=__doc__,
-    strategy="umt",
-    full=Budget(epochs=10, num_samples=8, seeds=(0,)),
-    smoke=Budget(epochs=2, num_samples=2, seeds=(0,), model={"embed_dim": 16, "hidden_dim": 32}),
-    # A loss weight spans orders of magnitude (the paper's grid: 0, 1, 10, 20, 50, 100), so it
-    # is searched on a log scale; lambda_distill = 0 is fusion_concat, which runs anyway.
-    space={"lambda_distill": "loguniform:0.1:100", "lr": "loguniform:3e-4:3e-3"},
-    smoke_space={"lambda_distill": "loguniform:0.1:100", "lr": "loguniform:3e-4:3e-3"},
-)
-
-
-def body(s: Setup) -> str:
-    return tune_and_report(s, SCRIPT.extra)
+SCRIPT = script_for("umt", doc=__doc__)  # the space declared next to the strategy's defaults
+body = body_for(SCRIPT)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -178,3 +178,14 @@ def test_interrupted_sweep_resumes(ray_session: str, store: Path,
     started = set(re.findall(r"Trial trial_fn_(\w+) started", out))
     assert not started & finished  # finished trials were not run again
     assert all(mtimes(store, "synthetic_both-umt-*")[p] == t for p, t in model_times.items())
+
+
+def test_any_strategy_sweeps_through_tune_py(ray_session: str, store: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from sweeps import tune
+
+    code = tune.main(["--strategy", "modality_dropout", *COMMON, "--address", "auto",
+                      "--storage", str(store), "--num-samples", "2"])
+    out = capsys.readouterr().out
+    assert code == 0, out[-3000:]
+    assert "modality_dropout sweep, 2 trial(s)" in out and re.search(r"modality_dropout\s+\d", out)

@@ -104,7 +104,7 @@ class ReconBoost(Strategy):
     SEARCH_SPACE = {"lambda_boost": "uniform:0:1", "alpha": "uniform:0:1",
                     "epochs_per_stage": "int:1:4", "rectify_epochs": "int:0:4",
                     "stages": "int:2:6", "lr": "loguniform:1e-3:0.1"}
-    host_buffers = ("in_ensemble", "own_head")  # which learners are summed: read on the host every step
+    host_buffers = ("in_ensemble", "own_head")  # read on the host every step
 
     def __init__(self, spec: DatasetSpec, cfg: TrainConfig) -> None:
         super().__init__(spec, cfg)
