@@ -38,6 +38,7 @@ from orchestrator.capacity import (
 from trainers.api import evaluate_splits, train
 from trainers.checkpoint import resolving
 from trainers.config import ConfigError, TrainConfig
+from trainers.distributed import world
 from trainers.data import DataBundle, create_dataset, list_datasets
 from trainers.data.contract import DatasetSpec
 from trainers.loop import EpochReport, TrainingDiverged
@@ -212,7 +213,8 @@ class RayReporter:
     def __init__(self, job: JobSpec, history: Sequence[Mapping[str, Any]]) -> None:
         self.job = job
         self.best: float | None = None
-        self.interval = report_interval_s()
+        # Several workers must report the same epochs (a report is collective): every epoch.
+        self.interval = report_interval_s() if world()[1] == 1 else 0.0
         self.last_report = time.monotonic()
         for past in history:
             self.best = running_best(self.best, past.get("score"))
@@ -221,9 +223,11 @@ class RayReporter:
         self.best = running_best(self.best, report.score)
         if self._due(report):
             with tempfile.TemporaryDirectory() as tmp:
-                torch.save(state(), Path(tmp) / STATE_FILE)
-                ray.train.report(report_metrics(report.flat(), self.best),
-                                 checkpoint=ray.train.Checkpoint.from_directory(tmp))
+                checkpoint = None
+                if world()[0] == 0:  # the workers hold the same weights: rank 0's is enough
+                    torch.save(state(), Path(tmp) / STATE_FILE)
+                    checkpoint = ray.train.Checkpoint.from_directory(tmp)
+                ray.train.report(report_metrics(report.flat(), self.best), checkpoint=checkpoint)
             self.last_report = time.monotonic()
         self._fault_drill(report.epoch)
 

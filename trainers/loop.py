@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import torch
 
 from trainers.data.contract import DataBundle, MultimodalDataset, iterate_batches
+from trainers.distributed import average_gradients, shard, world
 from trainers.metrics import classification_metrics
 from trainers.seed import resolve_device
 from trainers.strategies.base import Phase, Strategy
@@ -101,13 +102,20 @@ def batches(strategy: Strategy | None, ds: MultimodalDataset, batch_size: int, e
     mods = strategy.input_modalities() if strategy is not None else None
     seed = epoch_seed if train else None
     idx = None
+    gen = torch.Generator().manual_seed(epoch_seed)
     if train and ds.spec.task == "reid":
         from trainers.reid.sampler import pk_batches
 
         k = 4
         idx = pk_batches(ds.labels.tolist(), p=max(2, batch_size // k), k=k, seed=epoch_seed,
                          epoch=0)
-    gen = torch.Generator().manual_seed(epoch_seed)
+    rank, size = world()
+    if train and size > 1:  # data-parallel: every worker draws the same global batches
+        if idx is None:
+            order = torch.randperm(len(ds), generator=gen).tolist()
+            idx = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        idx = shard(idx)
+        seed = epoch_seed + 1_000_003 * rank  # each worker's share gets its own draws
     return iterate_batches(ds, batch_size, shuffle=train, generator=gen, batches=idx,
                            modalities=mods, augment_seed=seed)
 
@@ -118,8 +126,9 @@ def train_epoch(strategy: Strategy, ds: MultimodalDataset, phase: Phase,
     strategy.set_train_mode(phase)
     totals: dict[str, float] = {}
     seen = 0
+    full = batch_size // world()[1]  # this worker's share of a full global batch
     for batch in batches(strategy, ds, batch_size, epoch_seed, train=True):
-        if phase.drop_last and len(batch["y"]) < batch_size:
+        if phase.drop_last and len(batch["y"]) < full:
             continue
         batch = to_device(batch, device)
         out = strategy.forward_loss(batch, phase)
@@ -130,6 +139,7 @@ def train_epoch(strategy: Strategy, ds: MultimodalDataset, phase: Phase,
                 "lower the learning rate or check the data")
         strategy.zero_grad(set_to_none=True)
         loss.backward()
+        average_gradients(strategy.parameters())  # data-parallel workers; else a no-op
         strategy.after_backward(phase)
         opt.step()
         n = len(batch["y"])
