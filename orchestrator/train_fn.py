@@ -38,9 +38,9 @@ from orchestrator.capacity import (
 from trainers.api import evaluate_splits, train
 from trainers.checkpoint import resolving
 from trainers.config import ConfigError, TrainConfig
-from trainers.distributed import world
 from trainers.data import DataBundle, create_dataset, list_datasets
 from trainers.data.contract import DatasetSpec
+from trainers.distributed import world
 from trainers.loop import EpochReport, TrainingDiverged
 from trainers.runs import RunRecord, load_record, run_name, save_run
 from trainers.storage import Storage
