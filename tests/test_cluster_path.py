@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -141,8 +142,9 @@ sys.exit(code)
 
 def test_autoscaler_starts_a_gpu_node_for_a_job(tmp_path: Path) -> None:
     # A cluster of its own on loopback: token auth off, so that no other test's token matters.
-    own_tmp = tmp_path / "tmp"  # the cluster's temp dir goes here: its processes are found by it
-    own_tmp.mkdir()
+    # The cluster's temp dir goes in a short folder of its own (Ray's socket paths must stay
+    # under ~107 characters), by which its processes are found.
+    own_tmp = Path(tempfile.mkdtemp(prefix="asc"))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
            "RAY_AUTH_MODE": "disabled", "TMPDIR": str(own_tmp)}
     args = ["--smoke-test", "--dataset", "synthetic_both", "--storage", str(tmp_path / "store"),
@@ -153,6 +155,7 @@ def test_autoscaler_starts_a_gpu_node_for_a_job(tmp_path: Path) -> None:
     finally:  # also when the run timed out: stop what its cluster left, by its temp dir
         for line in ray_processes(str(own_tmp), wait_s=0):
             subprocess.run(["kill", "-9", line.split()[0]], check=False)
+        shutil.rmtree(own_tmp, ignore_errors=True)
     out = proc.stdout + proc.stderr
     assert "GPUS_BEFORE 0" in out, out[-3000:]  # no GPU up when the jobs were launched
     assert "1 GPU(s) per training worker (--gpus-per-job auto)" in out, out[-3000:]
