@@ -95,7 +95,7 @@ def scratch(prefix: str) -> Iterator[Path]:
 
 @contextmanager
 def local_ray(num_cpus: int = 2) -> Iterator[dict[str, float]]:
-    """A local Ray (dashboard on, see RAY_NOTES section 9) for the block, then shut down.
+    """A local Ray (dashboard on, see docs/ray.md, point 5) for the block, then shut down.
 
     Yields a dict that holds ``startup_s`` at once and ``shutdown_s`` after the block, so a
     script can report Ray's own start/stop cost separately from the per-job costs.

@@ -104,7 +104,7 @@ def report(walls: dict[str, list[float]], trained: dict[str, list[float]], m: in
     ]
     notes = [health, f"median of {repeats} round(s), arm order alternating",
              "On 2 cores a job's cost is largely process start-up (Train controller, worker,",
-             "each importing torch; RAY_NOTES section 0), and concurrent jobs compete for the",
+             "each importing torch; docs/ray.md, point 4), and concurrent jobs compete for the",
              "same 2 cores, so the gain is small here. On a GPU cluster with one GPU per job",
              f"the jobs do not share a device and the expected speed-up is close to M = {m}."]
     title = "benchmarks.concurrency: modality jobs at once vs one after the other"

@@ -1,7 +1,7 @@
 """Many independent training jobs at once: reuse what is finished, train the rest concurrently.
 
 Each job is one Ray Train ``TorchTrainer`` run (one worker). Train has no multi-job API, so every
-job gets a Ray task as its driver (RAY_NOTES section 2, option (b)); the tasks take no CPU and a
+job gets a Ray task as its driver (docs/ray.md, point 2); the tasks take no CPU and a
 sliver of a head-only resource, because ``fit()`` puts the Train controller on the caller's node
 and a controller must not live on a GPU or spot worker that the autoscaler may remove. At most as
 many jobs run as the cluster has GPUs (or CPUs / ``cpus_per_worker``), so no job waits so long for

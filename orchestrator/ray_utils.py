@@ -4,12 +4,12 @@
 failing, so :func:`check_address` first opens a TCP connection with a short timeout and fails with
 one line that says what to do. A local Ray is started with the dashboard on 127.0.0.1: besides
 being the place to watch a run, the dashboard serves the State API that Train-inside-Tune needs to
-free the placement groups of trials stopped early (RAY_NOTES section 9, pitfall 1).
+free the placement groups of trials stopped early (docs/ray.md, point 5).
 
 Every job this process starts gets :func:`job_env` as its runtime environment: Train's
 controller polls its workers every ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`` (Ray's default 2 s), and
 a run's start, reports and end are noticed only at a poll: 0.2 s takes seconds off every job
-(RAY_NOTES section 0: a tiny fit, 15 s -> 8-9 s). A value set in the environment wins.
+(docs/ray.md, point 4: a tiny fit, 15 s -> 8-9 s). A value set in the environment wins.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Diagnostics metric names are listed in ``orchestrator.diagnostics_rows``.
 
 Which runs are shown: unimodal runs are labelled ``unimodal:<modality>``; when a strategy has
 several runs with the same seed (a sweep), the one with the best validation score is kept
-(SPEC.md section 8) and the report says so. Results of several datasets are refused unless
+(docs/protocol.md) and the report says so. Results of several datasets are refused unless
 ``dataset`` picks one.
 """
 

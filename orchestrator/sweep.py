@@ -1,6 +1,6 @@
 """Hyper-parameter sweeps: Ray Tune + Optuna TPE + ASHA, each trial driving a ``TorchTrainer``.
 
-The three functions of the Train-inside-Tune pattern (RAY_NOTES section 1): the per-worker
+The three functions of the Train-inside-Tune pattern (docs/ray.md, point 1): the per-worker
 function (:func:`orchestrator.train_fn.train_fn_per_worker`), the driver :func:`trial_fn` (a Tune
 function trainable that builds the trainer; ``TuneReportCallback`` forwards the worker's reports
 to Tune, and ASHA's time is the reported ``epoch``, which stays right when one report sums up

@@ -9,7 +9,7 @@ in the layout of :mod:`trainers.runs` (``<storage>/<run_name>/model.pt`` + ``res
 record last), through :mod:`trainers.storage`, so the storage may be a local folder, a shared
 mount or an object store, and a run trained on Ray is reused locally and vice versa. The rank-0
 return value carries the outcome
-(V2 ``Result.metrics`` only reflects checkpointed reports, RAY_NOTES section 4).
+(V2 ``Result.metrics`` only reflects checkpointed reports, docs/ray.md, point 3).
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ def ray_session() -> Iterator[str]:
     """ONE local Ray for the whole test session (2 CPUs), shut down at its end; yields its address.
 
     The dashboard stays on: Train inside Tune with ASHA early stopping needs its State API to free
-    the placement groups of stopped trials (RAY_NOTES section 9, pitfall 1). ``RAY_TMPDIR`` is a
+    the placement groups of stopped trials (docs/ray.md, point 5). ``RAY_TMPDIR`` is a
     short fresh folder (Ray's socket paths must stay under ~107 characters).
     """
     import shutil

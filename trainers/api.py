@@ -28,5 +28,5 @@ def train(data: DataBundle, cfg: TrainConfig, callbacks: Sequence[Callback] = ()
 
 def evaluate_splits(strategy: Strategy, data: DataBundle,
                     splits: Sequence[str] = ("val", "test")) -> dict[str, Metrics]:
-    """Metrics per split; call once per final model on ``test`` (SPEC.md section 8)."""
+    """Metrics per split; call once per final model on ``test`` (docs/protocol.md)."""
     return {s: evaluate_split(strategy, data, s, strategy.cfg.batch_size) for s in splits}

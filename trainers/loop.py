@@ -3,7 +3,7 @@ phase schedule, its ``forward_loss`` and its hooks (``fit_split`` once, ``on_pha
 ``on_epoch_start``, and ``after_backward`` between ``backward()`` and ``step()``), never a loop
 of its own.
 
-Model selection is on the validation split only (SPEC.md section 8): the loop keeps the best
+Model selection is on the validation split only (docs/protocol.md): the loop keeps the best
 state by the validation score of ``phase.select_on`` and restores it when training ends. The
 test split is never touched here.
 """

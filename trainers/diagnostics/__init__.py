@@ -1,4 +1,4 @@
-"""Diagnostics of trained models (SPEC.md section 5), plain PyTorch like the rest of trainers/.
+"""Diagnostics of trained models (docs/diagnostics.md), plain PyTorch like the rest of trainers/.
 
 - :mod:`~trainers.diagnostics.probes`: linear probes of each frozen encoder (modality
   laziness, train vs test), the laziness table;

@@ -8,7 +8,7 @@ method's linear-probe accuracies, and DMC = MIR_mm / MIR_uni: above 1, joint tra
 the gap between modalities (competition). With M > 2 modalities each of MIR_uni and MIR_mm is
 the geometric mean over all pairs, so DMC is the geometric mean of the pairs' DMCs (eq. 29).
 
-Check (SPEC.md section 5): CREMA-D uni 56.67 / 50.14 -> MIR 1.13; concat 54.86 / 26.81 ->
+Check (docs/protocol.md): CREMA-D uni 56.67 / 50.14 -> MIR 1.13; concat 54.86 / 26.81 ->
 MIR 2.05; DMC 1.81. Scores may be fractions or percentages (ratios do not care), and mAP works
 the same way for reid.
 """

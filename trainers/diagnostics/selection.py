@@ -8,7 +8,7 @@ interaction). Classifier better => interactions help => train UMT; otherwise UME
 The linear classifier is the probe head of :mod:`trainers.diagnostics.probes` (standardised
 features, full-batch L-BFGS, L2; deterministic). UME is the real ``ume`` strategy built from the
 same checkpoints, so both numbers use exactly the same encoders. Only train (to fit) and val (to
-compare) are touched; never test (SPEC.md section 8).
+compare) are touched; never test (docs/protocol.md).
 
 A linear layer on concatenated embeddings is additive in the modalities, so it cannot express a
 purely cross-modal rule (an XOR of the modalities, the ``synthetic_paired`` data) any more than

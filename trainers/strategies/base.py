@@ -157,7 +157,7 @@ class Strategy(nn.Module):
     def task_loss(self, fused: torch.Tensor, logits: torch.Tensor,
                   y: torch.Tensor) -> dict[str, torch.Tensor]:
         """Classification: CE. Reid: soft-margin batch-hard triplet on the pre-BN embedding
-        + lambda_id * CE through the BNNeck (SPEC.md section 3)."""
+        + lambda_id * CE through the BNNeck (docs/protocol.md)."""
         if self.spec.task == "reid":
             return ReidCriterion(self.cfg.lambda_id)(fused, logits, y)
         ce = F.cross_entropy(logits, y)

@@ -1,4 +1,4 @@
-"""``reconboost``: modality-alternating boosting (ReconBoost, SPEC.md section 4).
+"""``reconboost``: modality-alternating boosting (ReconBoost; docs/reconboost.md).
 
 Per modality a learner = encoder f_m + ONE shared head h, logits s_m = h(f_m(x_m)); the ensemble
 keeps the newest learner of each modality, F(x) = beta * sum_m s_m (``fusion="na"``) or
