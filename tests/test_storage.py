@@ -122,3 +122,16 @@ def test_same_names_from_relative_absolute_and_moved_stores(tiny, tmp_path: Path
     for cfg in [tiny_cfg("unimodal", params={"modality": m}) for m in refs] + [umt]:
         assert train_or_reuse(tiny, cfg, tmp_path / "moved").reused  # nothing retrained
     assert load_record(tmp_path / "moved", relative.name) is not None
+
+
+def test_temp_files_of_killed_writers_are_cleaned_up(tiny, tmp_path: Path) -> None:  # noqa: ANN001
+    cfg = tiny_cfg("fusion_concat", epochs=1)
+    folder = tmp_path / run_name(tiny.spec, cfg)
+    folder.mkdir()
+    old, fresh = folder / ".a1b2.tmp", folder / ".c3d4.tmp"
+    old.write_bytes(b"half a checkpoint")
+    fresh.write_bytes(b"a live writer's")
+    os.utime(old, (0, 0))  # written long ago by a writer that was killed
+    train_or_reuse(tiny, cfg, tmp_path)
+    assert not old.exists() and fresh.exists()
+    assert {p.name for p in folder.iterdir()} == {"model.pt", "result.json", ".c3d4.tmp"}

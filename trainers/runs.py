@@ -96,6 +96,7 @@ def save_run(store: str | Path | Storage, name: str, strategy: Any, metrics: dic
              wall: float, history: list) -> RunRecord:
     """Write a finished run: the weights first, the record last (what makes it finished)."""
     store = Storage.open(store)
+    store.remove_stale_temps(name)  # left by a writer of this run that was killed mid-write
     store.write_bytes(checkpoint_bytes(strategy, run=name), name, MODEL_FILE)
     write_record(store, name, metrics, epochs, wall, history)
     return RunRecord(name, store, metrics, epochs, wall, reused=False)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,6 +188,22 @@ class Storage:
             self.fs.delete_dir(info.path)
         elif info.type == pafs.FileType.File:
             self.fs.delete_file(info.path)
+
+    def remove_stale_temps(self, *parts: str, older_than_s: float = 3600.0) -> list[str]:
+        """Delete temporary files (``.<name>.tmp``) that a writer killed mid-write left in a
+        local folder; younger ones may belong to a live writer and stay. Object stores have
+        none (an upload appears whole or not at all)."""
+        if not self.is_local or not self.is_dir(*parts):
+            return []
+        folder, now, removed = Path(self.path(*parts)), time.time(), []
+        for tmp in folder.glob(".*.tmp"):
+            try:
+                if now - tmp.stat().st_mtime > older_than_s:
+                    tmp.unlink()
+                    removed.append(tmp.name)
+            except FileNotFoundError:
+                continue
+        return removed
 
     def makedirs(self, *parts: str) -> None:
         try:
