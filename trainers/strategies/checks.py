@@ -1,24 +1,19 @@
-"""Validation of strategy settings: one-line errors that name the setting, the bad value and
-the fix (NaN and inf are bad values too)."""
+"""Validation of strategy settings on top of the shared validators of :mod:`trainers.config`:
+one-line errors that name the setting, the bad value and the fix (NaN and inf are bad values)."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from trainers.config import ConfigError
-
-
-def _is_number(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int | float)
+from trainers.config import ConfigError, at_least, finite
 
 
 def number(owner: str, name: str, value: Any, low: float = 0.0, high: float | None = None,
            high_open: bool = False, fix: str = "") -> None:
-    """``value`` must be a finite number in ``[low, high]`` (``[low, high)`` if ``high_open``)."""
+    """``value`` must be a finite number in ``[low, high]`` (``[low, high)`` if ``high_open``);
+    type, NaN and inf are checked by the shared :func:`trainers.config.finite`."""
     hint = f"; {fix}" if fix else ""
-    if not _is_number(value) or not math.isfinite(value):
-        raise ConfigError(f"{owner} {name} must be a finite number but got {value!r}{hint}")
+    finite(f"{owner} {name}", value)
     if value < low:
         what = "cannot be negative" if low == 0 else f"must be >= {low:g}"
         raise ConfigError(f"{owner} {name} {what} but got {value!r}{hint}")
@@ -35,8 +30,7 @@ def positive(owner: str, name: str, value: Any, fix: str = "") -> None:
 
 
 def integer(owner: str, name: str, value: Any, low: int = 0) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"{owner} {name} must be an integer >= {low} but got {value!r}")
+    at_least(f"{owner} {name}", value, low)
 
 
 def window(owner: str, start: Any, end: Any) -> None:
