@@ -217,6 +217,8 @@ def test_reports_are_spaced_out_but_the_last_epoch_and_the_drill_always_report(m
 
 
 def test_report_interval_and_job_environment(monkeypatch):
+    for key in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(key, raising=False)  # the S3 tests' server may have set them
     monkeypatch.delenv("FUSION_REPORT_INTERVAL_S", raising=False)
     assert train_fn.report_interval_s() == train_fn.DEFAULT_REPORT_INTERVAL_S == 5.0
     monkeypatch.setenv("FUSION_REPORT_INTERVAL_S", "0")
@@ -231,6 +233,10 @@ def test_report_interval_and_job_environment(monkeypatch):
     monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "1")
     monkeypatch.delenv("FUSION_REPORT_INTERVAL_S")
     assert job_env() == {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "1"}
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")  # reaches every worker
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "never-copied")
+    assert job_env() == {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "1",
+                         "AWS_ENDPOINT_URL": "http://127.0.0.1:9000"}
 
 
 def test_tpe_models_after_a_third_of_the_trials():
