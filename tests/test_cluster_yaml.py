@@ -6,6 +6,7 @@ No cloud access and no boto3: Ray's AWS prepare_config does not import it (asser
 from __future__ import annotations
 
 import copy
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,13 @@ def test_shipped_cluster_yaml_passes(cfg: dict[str, Any]) -> None:
     assert full["available_node_types"]["head"]["resources"]["train_driver"] > 0
     assert full["available_node_types"]["gpu_worker"]["node_config"]["InstanceType"] == "g5.xlarge"
     assert "cluster_synced_files" in full  # filled by Ray's prepare_config
-    assert "boto3" not in sys.modules
+    # In a fresh process (the S3 tests' server imports boto3 into this one):
+    probe = ("import sys; from orchestrator.cluster_config import load_cluster_config, "
+             f"validate_cluster_config; validate_cluster_config(load_cluster_config("
+             f"{str(CLUSTER_YAML)!r})); print('boto3' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=120, cwd=CLUSTER_YAML.parent)
+    assert out.stdout.strip().splitlines()[-1] == "False", out.stderr[-2000:]
 
 
 def test_shipped_placeholders_are_listed(cfg: dict[str, Any]) -> None:

@@ -86,7 +86,8 @@ def test_worker_failure_resumes_from_checkpoint(ray_session: str, store: Path) -
 def test_umt_sweep_with_a_diverging_trial(ray_session: str, store: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     code = umt_tune.main([*COMMON, "--address", "auto", "--storage", str(store),
-                          "--num-samples", "2", "--space", "lr=choice:0.001,1e30"])
+                          "--num-samples", "2", "--space", "lr=choice:0.001,1e30",
+                          "--space", "lambda_distill=choice:1,10"])
     out = capsys.readouterr().out
     assert code == 0, out[-3000:]
     assert "diverged" in out and "finished" in out and re.search(r"umt\s+\d+\.\d\d", out)
