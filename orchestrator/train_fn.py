@@ -51,6 +51,7 @@ RAY_DIR = "_ray"  # Ray's own files (Train runs, Tune experiments) under the sto
 EVAL_SPLITS = ("train", "val", "test")
 REPORT_INTERVAL_ENV = "FUSION_REPORT_INTERVAL_S"
 DEFAULT_REPORT_INTERVAL_S = 5.0
+CONTROLLER_FAILURE_LIMIT = 20
 
 
 @dataclass(frozen=True)
@@ -320,7 +321,12 @@ def fit_job(job: JobSpec, resources: JobResources,
         run_config=ray.train.RunConfig(
             name=job.name,
             **ray_storage(job.storage, "train"),
-            failure_config=ray.train.FailureConfig(max_failures=resources.max_failures),
+            failure_config=ray.train.FailureConfig(
+                max_failures=resources.max_failures,
+                # A worker group that cannot start (no node fits) is a controller failure, and
+                # Ray retries those forever; capacity is checked before any job starts, so a
+                # bounded number of retries still waits out an autoscaler adding a node.
+                controller_failure_limit=CONTROLLER_FAILURE_LIMIT),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             callbacks=list(callbacks),
         ),
