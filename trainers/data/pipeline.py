@@ -21,6 +21,7 @@ changes speed, never the batches: it is not part of a run's identity.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
@@ -56,7 +57,13 @@ def configure(bundle: DataBundle, dataset: str, augment: object = "default",
         ds.spec = spec
         ds.num_workers = workers
     bundle.splits["train"].augment = recipe if recipe.steps else None
-    return replace(bundle, spec=spec)
+    if spec is bundle.spec:
+        return bundle
+    # The recipe is not part of the data's fingerprint: keep it instead of hashing every split
+    # again (``replace`` would re-run DataBundle's fingerprinting).
+    out = copy.copy(bundle)
+    object.__setattr__(out, "spec", spec)
+    return out
 
 
 class BatchMaker(torch.utils.data.Dataset):
