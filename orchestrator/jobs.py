@@ -1,11 +1,13 @@
 """Many independent training jobs at once: reuse what is finished, train the rest concurrently.
 
-Each job is one Ray Train ``TorchTrainer`` run (one worker). Train has no multi-job API, so every
-job gets a Ray task as its driver (docs/ray.md, point 2); the tasks take no CPU and a
-sliver of a head-only resource, because ``fit()`` puts the Train controller on the caller's node
-and a controller must not live on a GPU or spot worker that the autoscaler may remove. At most as
-many jobs run as the cluster has GPUs (or CPUs / ``cpus_per_worker``), so no job waits so long for
-its worker that Train gives up on it.
+A single-worker job is a Tune trial that trains itself (:mod:`orchestrator.trials`: the jobs of
+one call are one Tune experiment with warm, reused trial processes). A data-parallel job is one
+Ray Train ``TorchTrainer`` run; Train has no multi-job API, so each such job gets a Ray task as its
+driver (docs/ray.md, point 2); the tasks take no CPU and a sliver of a head-only resource,
+because ``fit()`` puts the Train controller on the caller's node and a controller must not live
+on a GPU or spot worker that the autoscaler may remove. At most as many jobs run as the cluster
+has GPUs (or CPUs / ``cpus_per_worker``), so no job waits so long for its worker that Train gives
+up on it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from orchestrator.train_fn import (
     fit_job,
     make_job,
 )
+from orchestrator.trials import run_in_trials, trains_in_trial
 from trainers.compare import unimodal_configs, val_score_text
 from trainers.config import TrainConfig
 from trainers.data import DataBundle
@@ -98,6 +101,43 @@ def run_jobs(jobs: Sequence[JobSpec], resources: JobResources,
 
 
 def _train_all(todo: list[JobSpec], resources: JobResources, limit: int) -> dict[str, RunRecord]:
+    if trains_in_trial(resources):
+        for job in todo:
+            _say(f"training {job.label or job.name} ({job.name})")
+        outcomes = run_in_trials(todo, resources, limit)
+        done: dict[str, RunRecord] = {}
+        failed: list[str] = []
+        for job in todo:
+            outcome = outcomes.get(job.name, {"error": RuntimeError("no result from Tune")})
+            try:
+                if "error" in outcome:
+                    raise outcome["error"]
+                record = finished_record(job, outcome)
+            except Exception as err:  # noqa: BLE001 - every job's failure is reported
+                _failed(job, err, failed)
+                continue
+            done[job.name] = record
+            _say(_done_line(job, record, outcome.get("node_id", "?")))
+        return _check(done, failed)
+    return _train_with_train(todo, resources, limit)
+
+
+def _failed(job: JobSpec, err: BaseException, failed: list[str]) -> None:
+    cause = getattr(err, "cause", None) or err
+    failed.append(f"{job.label or job.name}: {root_line(cause)}")
+    print(f"[jobs] FAILED {job.label or job.name}: {type(cause).__name__}: {cause}",
+          file=sys.stderr, flush=True)
+
+
+def _check(done: dict[str, RunRecord], failed: list[str]) -> dict[str, RunRecord]:
+    if failed:
+        raise JobsFailed(f"{len(failed)} job(s) failed; first: {failed[0]}")
+    return done
+
+
+def _train_with_train(todo: list[JobSpec], resources: JobResources,
+                      limit: int) -> dict[str, RunRecord]:
+    """Data-parallel jobs: one TorchTrainer each, driven by a Ray task on the head."""
     remote = ray.remote(num_cpus=0)(_fit_remote).options(resources=driver_resources())
     pending: dict[ray.ObjectRef, JobSpec] = {}
     done: dict[str, RunRecord] = {}
@@ -112,16 +152,11 @@ def _train_all(todo: list[JobSpec], resources: JobResources, limit: int) -> dict
         try:
             record, node = ray.get(ready[0])
         except ray.exceptions.RayTaskError as err:
-            cause = err.cause if err.cause is not None else err
-            failed.append(f"{job.label or job.name}: {root_line(cause)}")
-            print(f"[jobs] FAILED {job.label or job.name}: {type(cause).__name__}: {cause}",
-                  file=sys.stderr, flush=True)
+            _failed(job, err, failed)
             continue
         done[job.name] = record
         _say(_done_line(job, record, node))
-    if failed:
-        raise JobsFailed(f"{len(failed)} job(s) failed; first: {failed[0]}")
-    return done
+    return _check(done, failed)
 
 
 def root_line(err: BaseException) -> str:

@@ -1,21 +1,21 @@
-"""Hyper-parameter sweeps: Ray Tune + Optuna TPE + ASHA, each trial driving a ``TorchTrainer``.
+"""Hyper-parameter sweeps: Ray Tune + Optuna (TPE by default) + ASHA.
 
-The three functions of the Train-inside-Tune pattern (docs/ray.md, point 1): the per-worker
-function (:func:`orchestrator.train_fn.train_fn_per_worker`), the driver :func:`trial_fn` (a Tune
-function trainable that builds the trainer; ``TuneReportCallback`` forwards the worker's reports
-to Tune, and ASHA's time is the reported ``epoch``, which stays right when one report sums up
-several short epochs) and :func:`run_sweep` (the Tuner). A trial whose
-run is already in the run store replays its stored history instead of training. A trial whose
-loss becomes NaN raises :class:`~trainers.loop.TrainingDiverged`: Tune marks it ERROR and the sweep
-goes on. ``resume=True`` restores an interrupted sweep with ``Tuner.restore``; finished trials
-are not rerun, and interrupted ones resume their Train run from its last checkpoint.
+A single-worker trial trains itself (:func:`orchestrator.trials.train_in_trial`: the trial
+process is the worker, kept warm for the next trial with ``reuse_actors``); a data-parallel
+trial drives a ``TorchTrainer`` (the Train-inside-Tune pattern, docs/ray.md, point 1;
+``TuneReportCallback`` forwards the workers' reports). ASHA's time is the reported ``epoch``,
+which stays right when one report sums up several short epochs. A trial whose run is already in
+the run store replays its stored history instead of training. A trial whose loss becomes NaN is
+``diverged`` and the sweep goes on. ``resume=True`` restores an interrupted sweep with
+``Tuner.restore``; finished trials are not rerun, and interrupted ones resume their run from its
+last saved state. :func:`sweep_grid` takes any Tune ``search_alg`` and ``scheduler`` and returns
+Tune's ``ResultGrid``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -43,6 +43,8 @@ from orchestrator.train_fn import (
     report_metrics,
     running_best,
 )
+from orchestrator.trials import train_in_trial, trains_in_trial, trial_resources, tune_env
+from orchestrator.worker import outcome_of
 from trainers.api import build
 from trainers.checkpoint import resolving
 from trainers.config import ConfigError, TrainConfig
@@ -51,13 +53,8 @@ from trainers.loop import TrainingDiverged, selection_score
 from trainers.runs import RunRecord
 from trainers.storage import Storage
 
-TUNE_ENV = {
-    # Tune snapshots the experiment every >= 10 s by default; often enough that restore has state.
-    "TUNE_GLOBAL_CHECKPOINT_S": "1",
-    # Ctrl-C raises KeyboardInterrupt at once. Tune's own handler would end fit() "normally"
-    # with every trial marked TERMINATED, indistinguishable from a finished sweep.
-    "TUNE_DISABLE_SIGINT_HANDLER": "1",
-}
+SEARCHERS = ("tpe", "random", "cmaes")  # Optuna samplers
+SCHEDULERS = ("asha", "none")
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -79,8 +76,14 @@ class SweepConfig:
     max_concurrent: int = 0
     grace_period: int = 0
     reduction_factor: int = 2
+    searcher: str = "tpe"  # one of SEARCHERS
+    scheduler: str = "asha"  # one of SCHEDULERS
 
     def __post_init__(self) -> None:
+        for name, valid in (("searcher", SEARCHERS), ("scheduler", SCHEDULERS)):
+            if getattr(self, name) not in valid:
+                raise ConfigError(f"--{name} must be one of {', '.join(valid)} but got "
+                                  f"{getattr(self, name)!r}")
         checks = (("num_samples", 1, "a sweep needs at least one trial"),
                   ("seed", 0, "use a seed >= 0"), ("max_concurrent", 0, "0 means: as many as fit"),
                   ("grace_period", 0, "0 means: automatic"),
@@ -133,7 +136,8 @@ def stored_history(job: JobSpec) -> list[dict[str, Any]] | None:
 
 
 def trial_fn(config: dict[str, Any], ctx: SweepContext) -> None:
-    """One trial: replay a finished run, or drive a TorchTrainer that reports its epochs."""
+    """One trial: replay a finished run, train it here (one worker), or drive a TorchTrainer
+    that reports its workers' epochs (data-parallel)."""
     job = ctx.job(config, tune.get_context().get_trial_id())
     history = stored_history(job)
     if history is not None:
@@ -141,6 +145,9 @@ def trial_fn(config: dict[str, Any], ctx: SweepContext) -> None:
         for flat in history:
             best = running_best(best, flat.get("score"))
             tune.report({**report_metrics(flat, best), "reused": 1})
+        return
+    if trains_in_trial(ctx.resources):
+        train_in_trial(job, ctx.resources)  # a diverged run says so in its last report
         return
     result = fit_job(job, ctx.resources, callbacks=[TuneReportCallback()])
     finished_record(job, result)  # TrainingDiverged -> this trial is marked failed
@@ -171,47 +178,81 @@ def startup_trials(num_samples: int) -> int:
     return min(10, max(2, num_samples // 3))
 
 
-def _tuner(ctx: SweepContext, cfg: SweepConfig, name: str) -> tune.Tuner:
+def searcher(cfg: SweepConfig) -> OptunaSearch:
+    """The Optuna sampler that ``cfg.searcher`` names, seeded with ``cfg.seed``."""
+    if cfg.searcher == "random":
+        sampler: optuna.samplers.BaseSampler = optuna.samplers.RandomSampler(seed=cfg.seed)
+    elif cfg.searcher == "cmaes":
+        sampler = optuna.samplers.CmaEsSampler(seed=cfg.seed,
+                                               n_startup_trials=startup_trials(cfg.num_samples))
+    else:
+        sampler = optuna.samplers.TPESampler(seed=cfg.seed,
+                                             n_startup_trials=startup_trials(cfg.num_samples))
+    return OptunaSearch(sampler=sampler)
+
+
+def scheduler(ctx: SweepContext, cfg: SweepConfig) -> ASHAScheduler | None:
+    """ASHA over epochs (``cfg.scheduler == "asha"``) or none (every trial runs to its end)."""
+    if cfg.scheduler == "none":
+        return None
     max_t, first_score = schedule(ctx)
-    asha = ASHAScheduler(time_attr="epoch", max_t=max_t,
+    return ASHAScheduler(time_attr="epoch", max_t=max_t,
                          grace_period=cfg.grace_period or max(first_score, max_t // 4),
                          reduction_factor=cfg.reduction_factor)
-    sampler = optuna.samplers.TPESampler(seed=cfg.seed,
-                                         n_startup_trials=startup_trials(cfg.num_samples))
-    search = OptunaSearch(sampler=sampler)
+
+
+def _tuner(ctx: SweepContext, cfg: SweepConfig, name: str, search_alg: Any = None,
+           scheduler_: Any = None) -> tune.Tuner:
+    in_trial = trains_in_trial(ctx.resources)
     return tune.Tuner(
         _trainable(ctx),
         param_space=ctx.space.to_tune(),
         tune_config=tune.TuneConfig(
-            metric=BEST_KEY, mode="max", search_alg=search, scheduler=asha,
-            num_samples=cfg.num_samples,
+            metric=BEST_KEY, mode="max", search_alg=search_alg or searcher(cfg),
+            scheduler=scheduler_ or scheduler(ctx, cfg), num_samples=cfg.num_samples,
             max_concurrent_trials=cfg.max_concurrent or max_concurrent(ctx.resources),
+            reuse_actors=in_trial,
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}"),
         run_config=tune.RunConfig(name=name, **ray_storage(ctx.storage, "tune"),
-                                  failure_config=tune.FailureConfig(max_failures=0)),
+                                  failure_config=tune.FailureConfig(
+                                      max_failures=ctx.resources.max_failures if in_trial
+                                      else 0)),
     )
 
 
 def _trainable(ctx: SweepContext) -> Any:
-    """The trial function with its context attached; a trial is only a driver (no CPU)."""
-    return tune.with_resources(tune.with_parameters(trial_fn, ctx=ctx),
-                               {"cpu": 0, **driver_resources()})
-
-
+    """The trial function with its context attached. A trial that trains holds its worker's
+    resources; one that drives a TorchTrainer is only a driver (no CPU, on the head)."""
+    resources: Any = (trial_resources(ctx.resources) if trains_in_trial(ctx.resources)
+                      else {"cpu": 0, **driver_resources()})
+    return tune.with_resources(tune.with_parameters(trial_fn, ctx=ctx), resources)
 
 
 def run_sweep(ctx: SweepContext, cfg: SweepConfig, resume: bool = False) -> list[TrialOutcome]:
     """Run (or, with ``resume``, restore and finish) the sweep; one outcome per trial."""
-    for key, value in TUNE_ENV.items():
-        os.environ.setdefault(key, value)
+    grid, ctx = _fit(ctx, cfg, resume, None, None)
+    return [_outcome(ctx, r) for r in grid]
+
+
+def sweep_grid(ctx: SweepContext, cfg: SweepConfig, search_alg: Any = None,
+               scheduler: Any = None, resume: bool = False) -> tune.ResultGrid:
+    """The sweep with any Tune ``search_alg`` and ``scheduler`` (``None``: the ones ``cfg``
+    names); returns Tune's ``ResultGrid``. Trials report ``val_best`` (maximised) and
+    ``epoch`` (a scheduler's time attribute); runs land in the run store as usual."""
+    return _fit(ctx, cfg, resume, search_alg, scheduler)[0]
+
+
+def _fit(ctx: SweepContext, cfg: SweepConfig, resume: bool, search_alg: Any,
+         scheduler_: Any) -> tuple[tune.ResultGrid, SweepContext]:
+    tune_env()
     ctx = replace(ctx, resources=resolve_resources(ctx.resources))
     name = experiment_name(ctx, cfg)
     with experiment_lock(ctx.storage.child(RAY_DIR, "tune"), name):
-        return _run_locked(ctx, cfg, name, resume)
+        return _run_locked(ctx, cfg, name, resume, search_alg, scheduler_), ctx
 
 
-def _run_locked(ctx: SweepContext, cfg: SweepConfig, name: str,
-                resume: bool) -> list[TrialOutcome]:
+def _run_locked(ctx: SweepContext, cfg: SweepConfig, name: str, resume: bool,
+                search_alg: Any, scheduler_: Any) -> tune.ResultGrid:
     state = ctx.storage.child(RAY_DIR, "tune", name)
     path = state.location
     if resume:
@@ -227,13 +268,12 @@ def _run_locked(ctx: SweepContext, cfg: SweepConfig, name: str,
             print(f"[sweep] starting over: replacing the earlier sweep state in {path} "
                   "(finished trials are reused from the run store)", flush=True)
             state.delete()
-        tuner = _tuner(ctx, cfg, name)
+        tuner = _tuner(ctx, cfg, name, search_alg, scheduler_)
     try:
-        grid = tuner.fit()
+        return tuner.fit()
     except KeyboardInterrupt:
         raise SweepInterrupted(f"sweep interrupted, its state is saved in {path}; run again "
                                "with the same arguments and --resume to finish it") from None
-    return [_outcome(ctx, r) for r in grid]
 
 
 def _outcome(ctx: SweepContext, result: tune.Result) -> TrialOutcome:
@@ -245,6 +285,10 @@ def _outcome(ctx: SweepContext, result: tune.Result) -> TrialOutcome:
     if result.error is not None:
         status = "diverged" if _diverged(result.error) else "error"
         return TrialOutcome(trial_id, values, job, status, None, last, _first_line(result.error))
+    diverged = outcome_of(last).get("diverged")
+    if diverged:
+        return TrialOutcome(trial_id, values, job, "diverged", None, last,
+                            f"TrainingDiverged: {diverged}"[:300])
     return TrialOutcome(trial_id, values, job, "finished" if record else "stopped", record, last)
 
 

@@ -1,31 +1,28 @@
-"""The thin adapter between Ray Train and ``trainers``: the per-worker function and its driver.
+"""Jobs, their resources and how Ray runs them: a Tune trial or a ``TorchTrainer``.
 
-The worker builds the dataset itself from a :class:`DataRef` (data never travels through the
-object store), runs the one training loop with a callback that sends epochs to
-``ray.train.report`` (at most one report per 5 s, see :func:`report_interval_s`) together with
-the loop's resumable state as a checkpoint, and resumes from
-``ray.train.get_checkpoint()`` after a worker failure. A finished run is written to the run store
-in the layout of :mod:`trainers.runs` (``<storage>/<run_name>/model.pt`` + ``result.json``, the
-record last), through :mod:`trainers.storage`, so the storage may be a local folder, a shared
-mount or an object store, and a run trained on Ray is reused locally and vice versa. The rank-0
-return value carries the outcome
-(V2 ``Result.metrics`` only reflects checkpointed reports, docs/ray.md, point 3).
+A :class:`JobSpec` is one training run; its worker builds the dataset itself from a
+:class:`DataRef` (data never travels through the object store) and runs
+:func:`orchestrator.worker.train_job`. A single-worker job runs inside a Tune trial that trains
+itself (:func:`orchestrator.trials.run_in_trials`: warm trial processes, no Train controller to
+start per job); a data-parallel job (``workers`` > 1) is one ``TorchTrainer`` run
+(:func:`fit_job`). A finished run is written to the run store in the layout of
+:mod:`trainers.runs` (``<storage>/<run_name>/model.pt`` + ``result.json``, the record last),
+through :mod:`trainers.storage`, so the storage may be a local folder, a shared mount or an
+object store, and a run trained on Ray is reused locally and vice versa. The rank-0 return
+value of a Train run carries the outcome (V2 ``Result.metrics`` only reflects checkpointed
+reports, docs/ray.md, point 3).
 """
 
 from __future__ import annotations
 
 import math
-import os
-import tempfile
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import ray
 import ray.train
-import torch
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from orchestrator.capacity import (
@@ -35,22 +32,24 @@ from orchestrator.capacity import (
     resolve_gpus,
     worker_bundle,
 )
-from trainers.api import evaluate_splits, train
-from trainers.checkpoint import resolving
+from orchestrator.worker import (
+    BEST_KEY,
+    RAY_DIR,
+    report_metrics,
+    running_best,
+    train_fn_per_worker,
+)
 from trainers.config import ConfigError, TrainConfig
 from trainers.data import DataBundle, create_dataset, list_datasets
 from trainers.data.contract import DatasetSpec
-from trainers.distributed import world
-from trainers.loop import EpochReport, TrainingDiverged
-from trainers.runs import RunRecord, load_record, run_name, save_run
+from trainers.loop import TrainingDiverged
+from trainers.runs import RunRecord, load_record, run_name
 from trainers.storage import Storage
 
-STATE_FILE = "loop_state.pt"
-BEST_KEY = "val_best"  # running best validation selection score: what sweeps optimise
-RAY_DIR = "_ray"  # Ray's own files (Train runs, Tune experiments) under the storage path
+__all__ = ["BEST_KEY", "RAY_DIR", "DataRef", "JobResources", "JobSpec", "finished_record",
+           "fit_job", "make_job", "ray_storage", "report_metrics", "running_best"]
+
 EVAL_SPLITS = ("train", "val", "test")
-REPORT_INTERVAL_ENV = "FUSION_REPORT_INTERVAL_S"
-DEFAULT_REPORT_INTERVAL_S = 5.0
 CONTROLLER_FAILURE_LIMIT = 20
 
 
@@ -167,135 +166,6 @@ class JobResources:
                                        resources_per_worker=self.bundle())
 
 
-# --- worker side --------------------------------------------------------------------------------
-
-
-def running_best(best: float | None, score: float | None) -> float | None:
-    if score is None:
-        return best
-    return score if best is None else max(best, score)
-
-
-def report_metrics(flat: Mapping[str, Any], best: float | None) -> dict[str, Any]:
-    """What goes to Ray per epoch: the flat report without empty values, plus ``val_best``.
-
-    Before the first validation score (ReconBoost's first boosting phase) ``val_best`` is NaN:
-    Tune and Optuna need the metric in every result, and ASHA never stops a trial on NaN.
-    """
-    out = {k: v for k, v in flat.items() if v is not None}
-    out[BEST_KEY] = math.nan if best is None else best
-    return out
-
-
-def report_interval_s() -> float:
-    """Least seconds between two reports (``$FUSION_REPORT_INTERVAL_S``, default 5; 0 = every
-    epoch). Train V2 holds ONE unconsumed report per worker and its controller collects it only
-    every ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``, so a report per short epoch would stall every
-    epoch until the next poll, and a report (checkpoint included) costs about 0.1 s here:
-    spacing reports out keeps short epochs at plain-PyTorch speed (benchmarks/overhead.py).
-    Epochs longer than the interval are each reported, checkpoint and all."""
-    raw = os.environ.get(REPORT_INTERVAL_ENV, str(DEFAULT_REPORT_INTERVAL_S))
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise ConfigError(f"{REPORT_INTERVAL_ENV} must be a number of seconds >= 0 but got "
-                          f"{raw!r}; unset it for the default {DEFAULT_REPORT_INTERVAL_S:g}")
-    return value
-
-
-class RayReporter:
-    """Loop callback: ``ray.train.report`` with the loop state as checkpoint, at most once per
-    :func:`report_interval_s` and always after the last epoch. ``val_best`` is a running best
-    and ``epoch`` counts epochs, so a report that sums up several epochs loses nothing that
-    Tune, Optuna or ASHA (``time_attr="epoch"``) look at."""
-
-    def __init__(self, job: JobSpec, history: Sequence[Mapping[str, Any]]) -> None:
-        self.job = job
-        self.best: float | None = None
-        # Several workers must report the same epochs (a report is collective): every epoch.
-        self.interval = report_interval_s() if world()[1] == 1 else 0.0
-        self.last_report = time.monotonic()
-        for past in history:
-            self.best = running_best(self.best, past.get("score"))
-
-    def on_epoch_end(self, report: EpochReport, state: Callable[[], dict[str, Any]]) -> None:
-        self.best = running_best(self.best, report.score)
-        if self._due(report):
-            with tempfile.TemporaryDirectory() as tmp:
-                checkpoint = None
-                if world()[0] == 0:  # the workers hold the same weights: rank 0's is enough
-                    torch.save(state(), Path(tmp) / STATE_FILE)
-                    checkpoint = ray.train.Checkpoint.from_directory(tmp)
-                ray.train.report(report_metrics(report.flat(), self.best), checkpoint=checkpoint)
-            self.last_report = time.monotonic()
-        self._fault_drill(report.epoch)
-
-    def _due(self, report: EpochReport) -> bool:
-        return (report.epoch >= report.total_epochs or report.epoch == self.job.fail_once_at_epoch
-                or time.monotonic() - self.last_report >= self.interval)
-
-    def _fault_drill(self, epoch: int) -> None:
-        marker, store = self.job.fail_marker, self.job.storage
-        if epoch == self.job.fail_once_at_epoch and not store.is_file(*marker):
-            store.write_text(f"crashed after epoch {epoch}\n", *marker)
-            raise RuntimeError(f"fault drill: worker of {self.job.name} crashes after epoch "
-                               f"{epoch}")
-
-
-def restored_state() -> dict[str, Any] | None:
-    """The loop state of the last reported checkpoint, when Train restarted this run."""
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is None:
-        return None
-    with ckpt.as_directory() as folder:
-        return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
-
-
-def _threads(cfg: TrainConfig) -> TrainConfig:
-    """One torch thread per CPU granted to the worker (``num_threads`` is not part of the name)."""
-    if cfg.num_threads:
-        return cfg
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
-    return cfg.replace(num_threads=max(1, int(cpus)))
-
-
-def require_cuda(gpus: float) -> None:
-    """A worker given a GPU trains on it or fails in one line (never silently on the CPU)."""
-    if gpus > 0 and not torch.cuda.is_available():
-        node = ray.get_runtime_context().get_node_id()[:8]
-        raise RuntimeError(f"no usable CUDA device: this worker on node {node} was given "
-                           f"{gpus:g} GPU(s) but torch {torch.__version__} sees none "
-                           f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); "
-                           "install a CUDA build of torch and the NVIDIA driver on GPU nodes, "
-                           "or pass --gpus-per-job 0")
-
-
-def train_fn_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
-    """Train ``loop_config["job"]``; returns the outcome (rank 0 writes the run store)."""
-    job: JobSpec = loop_config["job"]
-    require_cuda(float(loop_config.get("gpus", 0.0)))
-    data = job.data.load()
-    resume = restored_state()
-    history = resume["history"] if resume else []
-    outcome = {"node_id": ray.get_runtime_context().get_node_id(), "name": job.name,
-               "resumed_from": int(resume["epoch"]) if resume else 0}
-    t0 = time.perf_counter()
-    try:
-        with resolving(job.storage):
-            strategy, result = train(data, _threads(job.config), [RayReporter(job, history)],
-                                     resume)
-    except TrainingDiverged as err:
-        return {**outcome, "diverged": str(err)}
-    metrics = evaluate_splits(strategy, data, job.splits)
-    wall = time.perf_counter() - t0 + (history[-1]["wall_time_s"] if history else 0.0)
-    if ray.train.get_context().get_world_rank() == 0:
-        save_run(job.storage, job.name, strategy, metrics, result.epochs_run, wall,
-                 [r.flat() for r in result.history])
-    return {**outcome, "epochs": result.epochs_run, "wall_time_s": wall}
-
-
 # --- driver side --------------------------------------------------------------------------------
 
 
@@ -334,13 +204,14 @@ def fit_job(job: JobSpec, resources: JobResources,
     return trainer.fit()
 
 
-def finished_record(job: JobSpec, result: ray.train.Result) -> RunRecord:
-    """The run store record a successful job wrote; raises when the loss diverged."""
-    outcome = result.return_value or {}
+def finished_record(job: JobSpec, result: ray.train.Result | Mapping[str, Any]) -> RunRecord:
+    """The run store record a successful job wrote (``result``: a Train result or the outcome
+    of :func:`orchestrator.worker.train_job`); raises when the loss diverged."""
+    outcome = result if isinstance(result, Mapping) else (result.return_value or {})
     if "diverged" in outcome:
         raise TrainingDiverged(f"{job.label or job.name}: {outcome['diverged']}")
     record = job.record()
     if record is None:
-        raise RuntimeError(f"{job.name}: Train finished but wrote no run record under "
+        raise RuntimeError(f"{job.name}: training finished but wrote no run record under "
                            f"{job.location}; is the storage shared by all nodes?")
     return replace(record, reused=False)

@@ -9,9 +9,12 @@ error or Ctrl-C. The body returns the summary table, which is printed last.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from orchestrator.aggregate import (
@@ -189,19 +192,39 @@ def tune_and_report(s: Setup, extra: Mapping[str, object]) -> str:
     return write_and_summarise(rows, s.storage)
 
 
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, a scheduler ending the job) stops the script like Ctrl-C does: Ray is
+    shut down, the state kept, exit 130 with the ``--resume`` line (Python's default would end
+    the process on the spot). Only the main thread may install handlers; elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(script: Script, body: Callable[[Setup], str], argv: list[str] | None = None) -> int:
     """Parse, validate, run ``body`` inside a Ray session and print its table."""
     args = parser(script).parse_args(argv)
     t0 = time.perf_counter()
     try:
-        s = setup(script, args)
-        with ray_session(s.address):
-            table = body(s)
+        with terminate_as_interrupt():
+            s = setup(script, args)
+            with ray_session(s.address):
+                table = body(s)
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:
-        print(f"interrupted: {err or 'run again with the same arguments and --resume'}",
+        print(f"interrupted: {str(err) or 'run again with the same arguments and --resume'}",
               file=sys.stderr)
         return 130
     print(f"\n{table}\n({time.perf_counter() - t0:.0f} s)", flush=True)

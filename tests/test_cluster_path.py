@@ -23,7 +23,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator.train_fn import DataRef, JobResources, finished_record, fit_job, make_job
+from orchestrator.train_fn import DataRef, JobResources, finished_record, make_job
+from orchestrator.trials import run_in_trials
 from sweeps import umt_tune, unimodal_ensembles
 from tests.conftest import make_bucket
 from tests.fake_cluster import FakeAutoscalingCluster
@@ -59,17 +60,21 @@ def test_scripts_report_and_reuse_on_s3(ray_session: str, s3_server: str,
     assert "umt" in store.read_text("reports", "report.md")
 
 
-def test_killed_worker_resumes_from_its_s3_checkpoint(ray_session: str, s3_server: str) -> None:
+def test_killed_trial_resumes_from_its_s3_state(ray_session: str, s3_server: str) -> None:
+    """A single-worker job trains inside its Tune trial; the trial fails after epoch 2, Tune
+    retries it and the run resumes from the loop state it saved in S3 (not from scratch)."""
     storage = Storage.open(make_bucket(s3_server, "faults") + "/a")
     ref = DataRef("synthetic_both", {"n": 120, "dim": 4})
     cfg = TrainConfig(strategy="fusion_concat", epochs=3, embed_dim=4, hidden_dim=8)
     job = make_job(ref, ref.load().spec, cfg, storage, fail_once_at_epoch=2)
-    result = fit_job(job, JobResources(cpus_per_worker=1, gpus_per_worker=0, max_failures=1))
+    resources = JobResources(cpus_per_worker=1, gpus_per_worker=0, max_failures=1)
+    outcome = run_in_trials([job], resources, limit=1)[job.name]
     assert storage.read_text(*job.fail_marker).startswith("crashed after epoch 2")
-    assert result.return_value["resumed_from"] == 2  # from the checkpoint in S3, not scratch
-    record = finished_record(job, result)
+    assert outcome["resumed_from"] == 2  # from the state in S3, not scratch
+    record = finished_record(job, outcome)
     assert [h["epoch"] for h in record.history()] == [1, 2, 3]
-    assert storage.is_dir("_ray", "train", job.name)  # Ray Train's own files are in S3 too
+    assert not storage.is_file("_ray", "state", f"{job.name}.pt")  # dropped: the run is stored
+    assert storage.is_dir("_ray", "jobs")  # Tune's own files are in S3 too
 
 
 TWO_NODES = """

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator import train_fn
+from orchestrator import worker
 from orchestrator.aggregate import display_frame, write_and_summarise
 from orchestrator.jobs import StorageError, prepare_storage
 from orchestrator.ray_utils import ClusterUnreachable, check_address, job_env
@@ -202,10 +202,10 @@ def test_reports_are_spaced_out_but_the_last_epoch_and_the_drill_always_report(m
     report."""
     monkeypatch.setenv("FUSION_REPORT_INTERVAL_S", "1")
     clock = iter([0.0, 0.3, 0.6, 1.2, 1.4, 2.5])
-    monkeypatch.setattr(train_fn.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(worker.time, "monotonic", lambda: next(clock))
     ref = DataRef("synthetic_both")
     job = make_job(ref, ref.load().spec, TrainConfig(), "/tmp/x", fail_once_at_epoch=3)
-    reporter = train_fn.RayReporter(job, [])  # clock 0.0
+    reporter = worker.RayReporter(job, [])  # clock 0.0
     assert reporter.interval == 1.0
     assert [reporter._due(_epoch(e)) for e in (1, 2)] == [False, False]  # 0.3, 0.6 s
     assert reporter._due(_epoch(3))  # the drill's epoch (clock not read)
@@ -220,13 +220,13 @@ def test_report_interval_and_job_environment(monkeypatch):
     for key in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION"):
         monkeypatch.delenv(key, raising=False)  # the S3 tests' server may have set them
     monkeypatch.delenv("FUSION_REPORT_INTERVAL_S", raising=False)
-    assert train_fn.report_interval_s() == train_fn.DEFAULT_REPORT_INTERVAL_S == 5.0
+    assert worker.report_interval_s() == worker.DEFAULT_REPORT_INTERVAL_S == 5.0
     monkeypatch.setenv("FUSION_REPORT_INTERVAL_S", "0")
-    assert train_fn.report_interval_s() == 0.0
+    assert worker.report_interval_s() == 0.0
     monkeypatch.setenv("FUSION_REPORT_INTERVAL_S", "soon")
     with pytest.raises(ConfigError, match="FUSION_REPORT_INTERVAL_S must be a number of seconds "
                                           ">= 0 but got 'soon'"):
-        train_fn.report_interval_s()
+        worker.report_interval_s()
     monkeypatch.delenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", raising=False)
     assert job_env() == {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
                          "FUSION_REPORT_INTERVAL_S": "soon"}
