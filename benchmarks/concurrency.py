@@ -3,8 +3,8 @@
 Run from the repository root: ``python -m benchmarks.concurrency`` (``--help`` for options).
 
 The M unimodal jobs of one seed (M = number of modalities; avdigits has 2) are trained by
-:func:`orchestrator.jobs.run_jobs` on a local Ray with ``num_cpus=2``, each job a one-worker
-TorchTrainer with 1 CPU (so 1 torch thread), TrainConfig defaults:
+:func:`orchestrator.jobs.run_jobs` on a local Ray with ``num_cpus=2``, each job a Tune trial that
+trains itself with 1 CPU (so 1 torch thread), TrainConfig defaults:
 
 * concurrent: the orchestrator's default limit (as many jobs as fit: 2 CPUs / 1 CPU = 2 at once),
   which is what :func:`orchestrator.jobs.train_unimodal` does;
@@ -18,6 +18,7 @@ and left out. The speed-up is sequential wall / concurrent wall; the ideal is M.
 from __future__ import annotations
 
 import argparse
+import os
 
 import benchmarks as bench
 from orchestrator.jobs import run_jobs, unimodal_jobs
@@ -103,10 +104,10 @@ def report(walls: dict[str, list[float]], trained: dict[str, list[float]], m: in
                                       "start-up and teardown"),
     ]
     notes = [health, f"median of {repeats} round(s), arm order alternating",
-             "On 2 cores a job's cost is largely process start-up (Train controller, worker,",
-             "each importing torch; docs/ray.md, point 4), and concurrent jobs compete for the",
-             "same 2 cores, so the gain is small here. On a GPU cluster with one GPU per job",
-             f"the jobs do not share a device and the expected speed-up is close to M = {m}."]
+             "load average (1 min) at the end: " + ", ".join(f"{x:.1f}" for x in os.getloadavg()),
+             "Each arm starts its own trial processes (torch import) once; both arms share the",
+             "2 cores with anything else running. On a GPU cluster with one GPU per job the",
+             f"jobs do not share a device and the expected speed-up is close to M = {m}."]
     title = "benchmarks.concurrency: modality jobs at once vs one after the other"
     return bench.summary_block(title, rows, notes)
 

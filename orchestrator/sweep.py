@@ -40,10 +40,15 @@ from orchestrator.train_fn import (
     fit_job,
     make_job,
     ray_storage,
-    report_metrics,
-    running_best,
 )
-from orchestrator.trials import train_in_trial, trains_in_trial, trial_resources, tune_env
+from orchestrator.trials import (
+    replay,
+    seeds_in_trial,
+    stored_history,
+    trains_in_trial,
+    trial_resources,
+    tune_env,
+)
 from orchestrator.worker import outcome_of
 from trainers.api import build
 from trainers.checkpoint import resolving
@@ -78,6 +83,7 @@ class SweepConfig:
     reduction_factor: int = 2
     searcher: str = "tpe"  # one of SEARCHERS
     scheduler: str = "asha"  # one of SCHEDULERS
+    seeds_per_trial: int = 1  # seeds each trial trains; its score is their mean
 
     def __post_init__(self) -> None:
         for name, valid in (("searcher", SEARCHERS), ("scheduler", SCHEDULERS)):
@@ -87,7 +93,8 @@ class SweepConfig:
         checks = (("num_samples", 1, "a sweep needs at least one trial"),
                   ("seed", 0, "use a seed >= 0"), ("max_concurrent", 0, "0 means: as many as fit"),
                   ("grace_period", 0, "0 means: automatic"),
-                  ("reduction_factor", 2, "ASHA keeps 1/reduction_factor of the trials per rung"))
+                  ("reduction_factor", 2, "ASHA keeps 1/reduction_factor of the trials per rung"),
+                  ("seeds_per_trial", 1, "each trial trains one seed at least"))
         for name, low, fix in checks:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -105,11 +112,16 @@ class SweepContext:
     space: SearchSpace
     storage: Storage
     resources: JobResources
+    more: tuple[TrainConfig, ...] = ()  # the same for the trial's other seeds (seeds_per_trial)
 
     def job(self, values: Mapping[str, Any], trial_id: str = "") -> JobSpec:
-        cfg = self.space.apply(self.base, values)
-        return make_job(self.data, self.spec, cfg, self.storage, splits=("val",),
-                        label=f"{self.space.strategy} trial {trial_id}".strip())
+        return self.jobs(values, trial_id)[0]
+
+    def jobs(self, values: Mapping[str, Any], trial_id: str = "") -> list[JobSpec]:
+        """The trial's runs: its sampled values on each of its seeds' base configs."""
+        return [make_job(self.data, self.spec, self.space.apply(base, values), self.storage,
+                         splits=("val",), label=f"{self.space.strategy} trial {trial_id}".strip())
+                for base in (self.base, *self.more)]
 
 
 @dataclass(frozen=True)
@@ -118,36 +130,31 @@ class TrialOutcome:
     values: dict[str, Any]  # the sampled hyper-parameters
     job: JobSpec
     status: str  # finished | stopped (by ASHA) | diverged | error
-    record: RunRecord | None  # the run store record of a finished trial
+    record: RunRecord | None  # the run store record of a finished trial (its first seed)
     last: dict[str, Any]  # the last metrics the trial reported
     error: str = ""
+    records: tuple[RunRecord, ...] = ()  # every seed's record of a finished trial
 
     @property
     def val_score(self) -> float | None:
-        if self.record is None:
+        """Validation selection score, the mean over the trial's seeds."""
+        records = self.records or ((self.record,) if self.record is not None else ())
+        if not records:
             return None
-        return selection_score(self.record.metrics["val"], "fused")
-
-
-def stored_history(job: JobSpec) -> list[dict[str, Any]] | None:
-    """The per-epoch history of the job's finished run, or None."""
-    record = job.record()
-    return None if record is None else record.history()
+        return sum(selection_score(r.metrics["val"], "fused") for r in records) / len(records)
 
 
 def trial_fn(config: dict[str, Any], ctx: SweepContext) -> None:
-    """One trial: replay a finished run, train it here (one worker), or drive a TorchTrainer
-    that reports its workers' epochs (data-parallel)."""
-    job = ctx.job(config, tune.get_context().get_trial_id())
+    """One trial: train (or replay from the store) its runs here, one seed after the other, or,
+    data-parallel, replay or drive a TorchTrainer that reports its workers' epochs."""
+    jobs = ctx.jobs(config, tune.get_context().get_trial_id())
+    if trains_in_trial(ctx.resources):
+        seeds_in_trial(jobs, ctx.resources)
+        return
+    (job,) = jobs
     history = stored_history(job)
     if history is not None:
-        best = None
-        for flat in history:
-            best = running_best(best, flat.get("score"))
-            tune.report({**report_metrics(flat, best), "reused": 1})
-        return
-    if trains_in_trial(ctx.resources):
-        train_in_trial(job, ctx.resources)  # a diverged run says so in its last report
+        replay(history)
         return
     result = fit_job(job, ctx.resources, callbacks=[TuneReportCallback()])
     finished_record(job, result)  # TrainingDiverged -> this trial is marked failed
@@ -156,6 +163,7 @@ def trial_fn(config: dict[str, Any], ctx: SweepContext) -> None:
 def experiment_name(ctx: SweepContext, cfg: SweepConfig) -> str:
     """Deterministic, so ``--resume`` finds the sweep that the same arguments started."""
     ident = {"base": ctx.base.to_dict(), "space": [vars(p) for p in ctx.space],
+             **({"more": [c.to_dict() for c in ctx.more]} if ctx.more else {}),
              "num_samples": cfg.num_samples, "seed": cfg.seed, "data": vars(ctx.data)}
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode())
     return f"{ctx.space.strategy}-{ctx.spec.name}-s{cfg.seed}-{digest.hexdigest()[:10]}"
@@ -169,7 +177,8 @@ def schedule(ctx: SweepContext) -> tuple[int, int]:
         phases = build(ctx.spec, cfg).phases()
     epochs = [(p.epochs, p.evaluate != "never") for p in phases]
     first = next((i for i, (_, scored) in enumerate(epochs) if scored), len(epochs) - 1)
-    return sum(e for e, _ in epochs), sum(e for e, _ in epochs[:first + 1])
+    seeds = 1 + len(ctx.more)  # a trial's seeds run one after the other
+    return seeds * sum(e for e, _ in epochs), sum(e for e, _ in epochs[:first + 1])
 
 
 def startup_trials(num_samples: int) -> int:
@@ -245,6 +254,9 @@ def sweep_grid(ctx: SweepContext, cfg: SweepConfig, search_alg: Any = None,
 def _fit(ctx: SweepContext, cfg: SweepConfig, resume: bool, search_alg: Any,
          scheduler_: Any) -> tuple[tune.ResultGrid, SweepContext]:
     tune_env()
+    if ctx.more and not trains_in_trial(ctx.resources):
+        raise ConfigError(f"--seeds-per-trial {1 + len(ctx.more)} needs one worker per job; "
+                          "use --workers-per-job 1 or --seeds-per-trial 1")
     ctx = replace(ctx, resources=resolve_resources(ctx.resources))
     name = experiment_name(ctx, cfg)
     with experiment_lock(ctx.storage.child(RAY_DIR, "tune"), name):
@@ -279,8 +291,10 @@ def _run_locked(ctx: SweepContext, cfg: SweepConfig, name: str, resume: bool,
 def _outcome(ctx: SweepContext, result: tune.Result) -> TrialOutcome:
     trial_id = result.path.rstrip("/").rsplit("/", 1)[-1].removeprefix("trial_")
     values = {k: native(v) for k, v in (result.config or {}).items()}
-    job = ctx.job(values, trial_id)
-    record = job.record()
+    jobs = ctx.jobs(values, trial_id)
+    job, found = jobs[0], [j.record() for j in jobs]
+    records = tuple(r for r in found if r is not None)
+    record = found[0] if len(records) == len(jobs) else None
     last = dict(result.metrics or {})
     if result.error is not None:
         status = "diverged" if _diverged(result.error) else "error"
@@ -289,7 +303,8 @@ def _outcome(ctx: SweepContext, result: tune.Result) -> TrialOutcome:
     if diverged:
         return TrialOutcome(trial_id, values, job, "diverged", None, last,
                             f"TrainingDiverged: {diverged}"[:300])
-    return TrialOutcome(trial_id, values, job, "finished" if record else "stopped", record, last)
+    return TrialOutcome(trial_id, values, job, "finished" if record else "stopped", record, last,
+                        records=records if record else ())
 
 
 def _diverged(err: BaseException) -> bool:

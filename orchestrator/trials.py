@@ -12,15 +12,26 @@ the same way. Data-parallel jobs (``workers`` > 1) keep the ``TorchTrainer`` pat
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ray import tune
 
 from orchestrator.train_fn import RAY_DIR, JobResources, JobSpec, ray_storage
-from orchestrator.worker import TuneSink, outcome_of, train_job
+from orchestrator.worker import (
+    BEST_KEY,
+    TuneSink,
+    outcome_of,
+    report_metrics,
+    running_best,
+    train_job,
+)
+
+Adjust = Callable[[dict[str, Any]], dict[str, Any]]
 
 JOBS_DIR = "jobs"  # Tune's files for job batches: <store>/_ray/jobs/<batch>
 
@@ -50,13 +61,65 @@ def trial_resources(resources: JobResources) -> tune.PlacementGroupFactory:
     return tune.PlacementGroupFactory([resources.bundle()])
 
 
-def train_in_trial(job: JobSpec, resources: JobResources) -> dict[str, Any]:
-    """Train ``job`` in this trial; the run's saved state is dropped once its record exists."""
-    sink = TuneSink(job)
+def train_in_trial(job: JobSpec, resources: JobResources,
+                   adjust: Adjust | None = None) -> dict[str, Any]:
+    """Train ``job`` in this trial; the run's saved state is dropped once its record exists.
+    ``adjust`` rewrites each report (several seeds in one trial)."""
+    sink = TuneSink(job, adjust)
     outcome = train_job(job, resources.gpus_per_worker or 0.0, sink)
     if "diverged" not in outcome:
         sink.clear()
     return outcome
+
+
+def stored_history(job: JobSpec) -> list[dict[str, Any]] | None:
+    """The per-epoch history of the job's finished run, or None."""
+    record = job.record()
+    return None if record is None else record.history()
+
+
+def replay(history: Sequence[Mapping[str, Any]], adjust: Adjust | None = None) -> float | None:
+    """Report a finished run's stored epochs to Tune as if it trained now (a trial whose run
+    is in the store costs nothing); returns the run's best validation score."""
+    best = None
+    for flat in history:
+        best = running_best(best, flat.get("score"))
+        metrics = {**report_metrics(flat, best), "reused": 1}
+        tune.report(adjust(metrics) if adjust else metrics)
+    return best
+
+
+def across_seeds(metrics: dict[str, Any], offset: int, done: Sequence[float]) -> dict[str, Any]:
+    """A report of the trial's next seed: epochs count on from the seeds before (``offset``),
+    and ``val_best`` is the mean best validation score of the finished seeds and this one."""
+    out = {**metrics, "epoch": int(metrics.get("epoch", 0)) + offset, "seeds_done": len(done)}
+    current = metrics.get(BEST_KEY)
+    scores = [*done, current] if isinstance(current, float) and math.isfinite(current) else done
+    out[BEST_KEY] = sum(scores) / len(scores) if scores else math.nan
+    return out
+
+
+def seeds_in_trial(jobs: Sequence[JobSpec], resources: JobResources) -> None:
+    """One trial that trains (or replays) the same configuration for several seeds, one after
+    the other: its score is the mean over seeds, so selection is less at the mercy of one
+    seed's luck on the validation split. A diverged seed ends the trial (it says so)."""
+    done: list[float] = []
+    offset = 0
+    for job in jobs:
+        adjust = functools.partial(across_seeds, offset=offset, done=tuple(done))
+        history = stored_history(job)
+        if history is None:
+            if "diverged" in train_in_trial(job, resources, adjust):
+                return
+            history = stored_history(job) or []
+            best = None
+            for flat in history:
+                best = running_best(best, flat.get("score"))
+        else:
+            best = replay(history, adjust)
+        if best is not None:
+            done.append(best)
+        offset += int(history[-1].get("total_epochs") or history[-1]["epoch"]) if history else 0
 
 
 def _job_trial(config: dict[str, Any], jobs: Mapping[str, JobSpec],

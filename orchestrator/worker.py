@@ -8,11 +8,11 @@ where reports and the resumable state go:
 * :class:`TrainSink` (multi-worker jobs, one ``TorchTrainer`` each): ``ray.train.report`` with the
   loop state as a Train checkpoint; Train restarts failed workers from it.
 * :class:`TuneSink` (single-worker jobs and trials: the trial process IS the worker, so a job
-  costs its training, not the start of a Train controller and a worker that import torch): every
-  epoch's metrics go to ``tune.report`` (ASHA sees each epoch), and the loop state is written to
-  the run store's ``_ray/state/<run>.pt``, keyed by run name. A trial that Tune retries after a
-  failure, a sweep resumed with ``--resume`` and a rerun of an interrupted script all resume
-  the run from there. (Train's local mode, ``ScalingConfig(num_workers=0)``, is no help inside
+  costs its training, not the start of a Train controller and a worker that import torch):
+  metrics go to ``tune.report`` and the loop state is written to the run store's
+  ``_ray/state/<run>.pt``, keyed by run name. A trial that Tune retries after a failure, a
+  sweep resumed with ``--resume`` and a rerun of an interrupted script all resume the run
+  from there. (Train's local mode, ``ScalingConfig(num_workers=0)``, is no help inside
   a Tune trial: Ray 2.60 refuses ``ray.train`` calls in a function run by Tune.)
 
 The record of a finished run is written before the run's final report, so a sweep stopped at
@@ -95,7 +95,7 @@ def report_interval_s() -> float:
 class Sink(Protocol):
     """Where a worker's reports and resumable loop state go."""
 
-    every_epoch: bool  # metrics of every epoch (True) or only with a saved state (False)
+    trial: bool  # a Tune trial (True): it must hear how the run ended, diverged or not
 
     def rank(self) -> int: ...
 
@@ -107,7 +107,7 @@ class Sink(Protocol):
 class TrainSink:
     """A Ray Train worker: reports and states go to Train (a state is a Train checkpoint)."""
 
-    every_epoch = False
+    trial = False
 
     def rank(self) -> int:
         return ray.train.get_context().get_world_rank()
@@ -131,11 +131,13 @@ class TrainSink:
 class TuneSink:
     """A Tune trial that trains itself: metrics to Tune, the state to the run store."""
 
-    every_epoch = True
+    trial = True
 
-    def __init__(self, job: JobSpec) -> None:
+    def __init__(self, job: JobSpec,
+                 adjust: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
         self.store = job.storage.child(RAY_DIR, STATE_DIR)
         self.file = f"{job.name}.pt"
+        self.adjust = adjust or (lambda metrics: metrics)  # e.g. several seeds in one trial
 
     def rank(self) -> int:
         return 0
@@ -145,7 +147,7 @@ class TuneSink:
             buffer = io.BytesIO()
             torch.save(state, buffer)
             self.store.write_bytes(buffer.getvalue(), self.file)  # all or nothing
-        tune.report(metrics)
+        tune.report(self.adjust(metrics))
 
     def restored(self) -> dict[str, Any] | None:
         if not self.store.is_file(self.file):
@@ -159,8 +161,9 @@ class TuneSink:
 
 
 class RayReporter:
-    """Loop callback: metrics to the sink (every epoch, or with each saved state) and the loop
-    state at most once per :func:`report_interval_s`; the last epoch is held back for
+    """Loop callback: metrics and the loop state to the sink at most once per
+    :func:`report_interval_s` (a report waits for Ray to take it: a Train controller's poll, a
+    Tune driver's round trip); the last epoch is held back for
     :func:`train_job` to report once the run is in the store. ``val_best`` is a running best
     and ``epoch`` counts epochs, so a report that sums up several epochs loses nothing that
     Tune, Optuna or ASHA (``time_attr="epoch"``) look at."""
@@ -187,8 +190,6 @@ class RayReporter:
         elif self._due(report):
             self.sink.report(metrics, state() if self.sink.rank() == 0 else None)
             self.last_report = time.monotonic()
-        elif self.sink.every_epoch:
-            self.sink.report(metrics, None)
         self._fault_drill(report.epoch)
 
     def _due(self, report: EpochReport) -> bool:
@@ -255,7 +256,7 @@ def train_job(job: JobSpec, gpus: float, sink: Sink) -> dict[str, Any]:
             strategy, result = train(data, _threads(job.config), [reporter], resume)
     except TrainingDiverged as err:
         outcome["diverged"] = str(err)
-        if sink.every_epoch:  # a trial: Tune must hear it (a retry would diverge again)
+        if sink.trial:  # Tune must hear it (a retry would diverge again)
             sink.report(final_report(reporter.last, outcome), None)
         return outcome
     metrics = evaluate_splits(strategy, data, job.splits)
@@ -264,7 +265,7 @@ def train_job(job: JobSpec, gpus: float, sink: Sink) -> dict[str, Any]:
     if sink.rank() == 0:
         save_run(job.storage, job.name, strategy, metrics, result.epochs_run, wall,
                  [r.flat() for r in result.history])
-        if reporter.final is not None or sink.every_epoch:  # only now: the run is stored
+        if reporter.final is not None or sink.trial:  # only now: the run is stored
             sink.report(final_report(reporter.final or reporter.last, outcome), None)
     return outcome
 

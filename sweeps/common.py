@@ -117,6 +117,10 @@ def parser(script: Script) -> argparse.ArgumentParser:
     if script.strategy:
         p.add_argument("--num-samples", type=int, default=None,
                        help=f"trials (default {script.full.num_samples})")
+        p.add_argument("--seeds-per-trial", type=int, default=1, metavar="K",
+                       help="seeds each trial trains, one after the other; a trial's score is "
+                            "the mean of their validation scores (the first K of --seeds; "
+                            "default 1)")
         p.add_argument("--space", action="append", default=[], metavar="KEY=DIST",
                        help="override one search-space entry, e.g. lr=loguniform:1e-4:1e-2 or "
                             "lambda_distill=choice:0,1,10 (repeatable); default: "
@@ -148,7 +152,12 @@ def setup(script: Script, args: argparse.Namespace) -> Setup:
     sweep = None
     if script.strategy:
         samples = args.num_samples if args.num_samples is not None else budget.num_samples
-        sweep = SweepConfig(_space(script, args), num_samples=samples, seed=seeds[0])
+        sweep = SweepConfig(_space(script, args), num_samples=samples, seed=seeds[0],
+                            seeds_per_trial=args.seeds_per_trial)
+        if len(seeds) < sweep.seeds_per_trial:
+            raise ConfigError(f"--seeds-per-trial {sweep.seeds_per_trial} needs as many --seeds "
+                              f"but got {list(seeds)}; e.g. --seeds "
+                              + " ".join(str(seeds[0] + i) for i in range(sweep.seeds_per_trial)))
     resources = JobResources(cpus_per_worker=args.cpus_per_job,
                              gpus_per_worker=parse_gpus(args.gpus_per_job),
                              workers=args.workers_per_job)
@@ -177,7 +186,9 @@ def tune_and_report(s: Setup, extra: Mapping[str, object]) -> str:
     space, spec = s.sweep.space, s.data.spec
     unimodal = train_unimodal(s)
     bases = strategy_bases(space.strategy, s.base, unimodal, extra)
-    ctx = SweepContext(s.data_ref, spec, bases[s.seeds[0]], space, s.storage, s.resources)
+    trial_seeds = s.seeds[:s.sweep.seeds_per_trial]
+    ctx = SweepContext(s.data_ref, spec, bases[trial_seeds[0]], space, s.storage, s.resources,
+                       more=tuple(bases[seed] for seed in trial_seeds[1:]))
     outcomes = run_sweep(ctx, s.sweep, s.resume)
     print(f"\n{space.strategy} sweep, {len(outcomes)} trial(s) (val = best validation score):")
     print(describe(outcomes), flush=True)

@@ -129,6 +129,10 @@ def test_storage_must_be_writable(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("script", "args", "needle"), [
     (umt_tune, ["--num-samples", "0"], "num_samples must be an integer >= 1 but got 0"),
+    (umt_tune, ["--seeds-per-trial", "0"], "seeds_per_trial must be an integer >= 1 but got 0"),
+    (umt_tune, ["--seeds", "3", "--seeds-per-trial", "2"],
+     "--seeds-per-trial 2 needs as many --seeds but got [3]; e.g. --seeds 3 4"),
+    (umt_tune, ["--space", "lambda_distill=choice:-1,-2"], "cannot be negative"),
     (umt_tune, ["--space", "lr=uniform:0.01:0.001"], "inverted"),
     (umt_tune, ["--space", "lr=uniform:0.01:0.01"], "empty"),
     (reconboost_tune, ["--space", "lamda=uniform:0:1"], "unknown key 'lamda'"),
@@ -243,3 +247,16 @@ def test_tpe_models_after_a_third_of_the_trials():
     from orchestrator.sweep import startup_trials
 
     assert [startup_trials(n) for n in (1, 6, 8, 12, 30, 64)] == [2, 2, 2, 4, 10, 10]
+
+
+def test_a_later_seed_reports_epochs_on_and_the_mean_score() -> None:
+    from orchestrator.trials import across_seeds
+
+    first = across_seeds({"epoch": 3, "val_best": 0.8}, offset=0, done=())
+    assert first["epoch"] == 3 and first["val_best"] == pytest.approx(0.8)
+    second = across_seeds({"epoch": 2, "val_best": 0.6}, offset=5, done=(0.8,))
+    assert second["epoch"] == 7 and second["val_best"] == pytest.approx(0.7)
+    assert second["seeds_done"] == 1
+    before_any_score = across_seeds({"epoch": 1, "val_best": math.nan}, offset=5, done=(0.8,))
+    assert before_any_score["val_best"] == pytest.approx(0.8)  # NaN of the new seed left out
+    assert math.isnan(across_seeds({"epoch": 1, "val_best": math.nan}, 0, ())["val_best"])

@@ -23,9 +23,21 @@ from pathlib import Path
 import pytest
 
 from orchestrator.results import COLUMNS, read_results
-from orchestrator.train_fn import RAY_DIR, DataRef, JobResources, finished_record, fit_job, make_job
+from orchestrator.space import SearchSpace
+from orchestrator.sweep import SweepConfig, SweepContext, run_sweep
+from orchestrator.train_fn import (
+    BEST_KEY,
+    RAY_DIR,
+    DataRef,
+    JobResources,
+    finished_record,
+    fit_job,
+    make_job,
+)
 from sweeps import reconboost_tune, umt_tune, unimodal_ensembles
 from trainers.config import TrainConfig
+from trainers.loop import selection_score
+from trainers.storage import Storage
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["--smoke-test", "--dataset", "synthetic_both"]
@@ -190,3 +202,23 @@ def test_any_strategy_sweeps_through_tune_py(ray_session: str, store: Path,
     out = capsys.readouterr().out
     assert code == 0, out[-3000:]
     assert "modality_dropout sweep, 2 trial(s)" in out and re.search(r"modality_dropout\s+\d", out)
+
+
+def test_a_trial_of_two_seeds_scores_their_mean(ray_session: str, store: Path) -> None:
+    """--seeds-per-trial 2: every trial trains its configuration on seeds 0 and 1, one after
+    the other in its own process; epochs count on across seeds and the trial's score is the
+    mean of the two runs' validation scores (random search, no scheduler)."""
+    ref = DataRef("synthetic_both", {"n": 120, "dim": 4})
+    base = TrainConfig(strategy="fusion_concat", epochs=2, embed_dim=4, hidden_dim=8)
+    space = SearchSpace.from_dict("fusion_concat", {"lr": "choice:0.01,0.003"})
+    ctx = SweepContext(ref, ref.load().spec, base, space, Storage.open(store / "seeds"),
+                       JobResources(cpus_per_worker=1, gpus_per_worker=0),
+                       more=(base.replace(seed=1),))
+    outcomes = run_sweep(ctx, SweepConfig(space, num_samples=2, searcher="random",
+                                          scheduler="none", seeds_per_trial=2))
+    assert [o.status for o in outcomes] == ["finished", "finished"]
+    for o in outcomes:
+        assert [r.name.rsplit("-s", 1)[-1] for r in o.records] == ["0", "1"]
+        scores = [selection_score(r.metrics["val"], "fused") for r in o.records]
+        assert o.val_score == pytest.approx(sum(scores) / 2)
+        assert o.last[BEST_KEY] == pytest.approx(o.val_score) and o.last["epoch"] == 4
