@@ -192,6 +192,19 @@ def test_interrupted_sweep_resumes(ray_session: str, store: Path,
     assert not started & finished  # finished trials were not run again
     assert all(mtimes(store, "synthetic_both-umt-*")[p] == t for p, t in model_times.items())
 
+    # the same sweep never interrupted (its own store) ends with the same trials and winner
+    fresh = [a if a != str(store) else str(store.parent / "uninterrupted") for a in args]
+    assert umt_tune.main([*fresh, "--address", "auto"]) == 0
+    resumed = _trial_lines(out)
+    assert len(resumed) == 3 and _trial_lines(capsys.readouterr().out) == resumed
+
+
+def _trial_lines(out: str) -> list[str]:
+    """The sweep's trial lines without trial ids (status, val score, values), and the final
+    table's line of the best configuration."""
+    lines = re.findall(r"^  \w+\s+(finished|stopped|diverged|error)\s+(val .*)$", out, re.M)
+    return sorted(" ".join(x) for x in lines) + re.findall(r"^umt\s+(?!sweep).*$", out, re.M)
+
 
 def test_any_strategy_sweeps_through_tune_py(ray_session: str, store: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
