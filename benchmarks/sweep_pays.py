@@ -88,14 +88,14 @@ def run_strategy(strategy: str, args: argparse.Namespace) -> Arm:
         tuned = final_runs(ctx, {k: s.sweep.space.apply(c, best.values) for k, c in held.items()},
                            s.data)
 
-    def score(records: dict) -> list[float]:
-        return [100 * selection_score(records[k].metrics["test"], "fused") for k in held]
+        def score(records: dict) -> list[float]:
+            return [100 * selection_score(records[k].metrics["test"], "fused") for k in held]
 
-    return Arm(strategy, score(default), score(tuned), best.values,
-               sum(int(o.last.get("epoch", 0)) for o in outcomes), wall,
-               statistics.fmean(len(r.history()) for r in default.values()),
-               statistics.fmean(r.wall_time_s for r in default.values()), len(outcomes),
-               sum(o.status == "stopped" for o in outcomes))
+        return Arm(strategy, score(default), score(tuned), best.values,
+                   sum(int(o.last.get("epoch", 0)) for o in outcomes), wall,
+                   statistics.fmean(len(r.history()) for r in default.values()),
+                   statistics.fmean(r.wall_time_s for r in default.values()), len(outcomes),
+                   sum(o.status == "stopped" for o in outcomes))
 
 
 def rows(arm: Arm) -> list[tuple[str, str]]:

@@ -105,3 +105,20 @@ def test_gpu_check_says_no_cuda_and_exits_0_without_a_gpu() -> None:
     proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check"], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.startswith("no CUDA device")
+
+
+def test_sweep_pays_paired_interval_and_verdicts() -> None:
+    from benchmarks.sweep_pays import Arm, paired, rows
+
+    mean, low, high = paired([1.0, 2.0, 3.0])  # sd 1, t(0.975, 2) = 4.3027
+    assert mean == 2.0 and low == pytest.approx(2 - 4.3027 / 3 ** 0.5, abs=1e-3)
+    assert high == pytest.approx(2 + 4.3027 / 3 ** 0.5, abs=1e-3)
+    arm = Arm("umt", [80.0, 81.0, 82.0], [81.5, 82.0, 83.5], {"lambda_distill": 10},
+              sweep_epochs=90, sweep_wall_s=120.0, default_epochs=30.0, default_wall_s=60.0,
+              trials=8, stopped=5)
+    text = dict(rows(arm))
+    assert text["umt: tuned - default"].startswith("+1.33 pt") and "met" in text[
+        "umt: tuned - default"]
+    assert text["umt: sweep compute"].startswith("3.0x a default run in epochs (90 / 30")
+    assert "2.0x in wall time" in text["umt: sweep compute"]
+    assert "8 trials (5 stopped by ASHA); best lambda_distill=10" in text["umt: sweep"]

@@ -235,3 +235,24 @@ def test_a_trial_of_two_seeds_scores_their_mean(ray_session: str, store: Path) -
         scores = [selection_score(r.metrics["val"], "fused") for r in o.records]
         assert o.val_score == pytest.approx(sum(scores) / 2)
         assert o.last[BEST_KEY] == pytest.approx(o.val_score) and o.last["epoch"] == 4
+
+
+def test_any_tune_searcher_and_scheduler_give_back_the_result_grid(ray_session: str,
+                                                                    store: Path) -> None:
+    from ray import tune
+    from ray.tune.schedulers import FIFOScheduler
+    from ray.tune.search import BasicVariantGenerator
+
+    from orchestrator.sweep import sweep_grid
+
+    ref = DataRef("synthetic_both", {"n": 120, "dim": 4})
+    base = TrainConfig(strategy="fusion_concat", epochs=2, embed_dim=4, hidden_dim=8)
+    space = SearchSpace.from_dict("fusion_concat", {"lr": "choice:0.02,0.005"})
+    ctx = SweepContext(ref, ref.load().spec, base, space, Storage.open(store / "grid"),
+                       JobResources(cpus_per_worker=1, gpus_per_worker=0))
+    grid = sweep_grid(ctx, SweepConfig(space, num_samples=3), BasicVariantGenerator(
+        random_state=1), FIFOScheduler())
+    assert isinstance(grid, tune.ResultGrid) and len(grid) == 3 and not grid.errors
+    assert all(r.metrics["epoch"] == 2 and 0 <= r.metrics[BEST_KEY] <= 1 for r in grid)
+    best = grid.get_best_result()
+    assert best.metrics[BEST_KEY] == max(r.metrics[BEST_KEY] for r in grid)
