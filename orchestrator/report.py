@@ -325,13 +325,15 @@ def sweep_sections(data: ReportData, out: Path) -> str:
 
 def _sweep_text(s: SweepSummary, data: ReportData, out: Path) -> str:
     name = f"sweep_{s.label.replace(':', '_')}.png"
-    plots.sweep_plot([t.trial_id for t in s.trials], [100 * t.score for t in s.trials],
+    plots.sweep_plot([100 * t.score for t in s.trials], [t.status == "stopped" for t in s.trials],
                      f"val {data.metric} (%)", f"Sweep of {s.label}: val {data.metric} per trial",
                      out / name)
     best = s.best
     params = md_table(["parameter", "best value"],
                       [[k, f"`{json.dumps(v)}`"] for k, v in sorted(best.params.items())])
-    text = (f"## Sweep: {s.label}\n\n{len(s.trials)} trials; best trial {best.trial_id} (run "
+    stopped = sum(t.status == "stopped" for t in s.trials)
+    text = (f"## Sweep: {s.label}\n\n{len(s.trials)} trials ({stopped} stopped early by the "
+            f"scheduler); best trial {best.trial_id} (run "
             f"{best.run_id}), val {data.metric} {100 * best.score:.2f}%.\n\n{params}\n")
     if s.importance:
         text += "\nParameter importance (Optuna fANOVA, sums to 1):\n\n" + md_table(

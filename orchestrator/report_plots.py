@@ -121,18 +121,26 @@ def robustness_plot(curves: Mapping[str, Mapping[str, Sequence[tuple[float, Mean
     return _save(fig, path)
 
 
-def sweep_plot(trial_ids: Sequence[str], values: Sequence[float], ylabel: str, title: str,
+def sweep_plot(values: Sequence[float], stopped: Sequence[bool], ylabel: str, title: str,
                path: Path) -> Path:
-    """Validation metric of every trial in order, and the best so far."""
+    """Validation metric of every trial in start order, and the best so far among finished
+    trials; trials the scheduler stopped early (what ASHA saved) are drawn apart, at the last
+    score they reported. Failed trials (NaN) are left out."""
     best, running = [], float("-inf")
-    for v in values:  # failed trials are NaN: skipped by max, not drawn
-        running = running if math.isnan(v) else max(running, v)
+    for v, cut in zip(values, stopped, strict=True):
+        running = running if math.isnan(v) or cut else max(running, v)
         best.append(running if running > float("-inf") else float("nan"))
     xs = list(range(1, len(values) + 1))
     fig, ax = plt.subplots(figsize=(max(6.0, 0.25 * len(xs) + 4), 4.2), layout="constrained")
-    ax.plot(xs, values, "o", color="#2f6db5", label="trial")
-    ax.step(xs, best, where="post", color="#d1495b", label="best so far")
-    ax.set_xlabel("trial (in trial-id order)")
+    done = [(x, v) for x, v, cut in zip(xs, values, stopped, strict=True) if not cut]
+    cut = [(x, v) for x, v, c in zip(xs, values, stopped, strict=True) if c]
+    ax.plot([x for x, _ in done], [v for _, v in done], "o", color="#2f6db5",
+            label="finished trial")
+    if cut:
+        ax.plot([x for x, _ in cut], [v for _, v in cut], "x", color="#e07a1f", markersize=8,
+                label=f"stopped early by the scheduler ({len(cut)})")
+    ax.step(xs, best, where="post", color="#d1495b", label="best finished so far")
+    ax.set_xlabel("trial (in start order)")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)

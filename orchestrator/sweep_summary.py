@@ -4,7 +4,9 @@ rebuilt from result rows (the report is only a view of results).
 A sweep is the rows of one strategy whose ``trial_id`` is not empty. Trials are ordered by
 ``trial_id`` with digit runs compared as numbers (Ray Tune's ids end in a running index, so
 this is the order they were started in). A trial's score is its ``val`` metric of the ``fused``
-output; the best trial has the highest. The parameters are the flattened config keys
+output; the best trial is the finished one with the highest (a trial that the scheduler stopped
+early, ``status`` ``stopped``, keeps the last score it reported and is shown as such, never
+chosen). The parameters are the flattened config keys
 (``params.lambda_distill``...) whose value differs between trials (``seed``, ``device`` and
 ``num_threads`` left out).
 
@@ -35,6 +37,7 @@ class Trial:
     run_id: str
     score: float
     params: dict[str, Any]  # the varying parameters only
+    status: str = "finished"  # finished | stopped (by the scheduler) | diverged | failed
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ class SweepSummary:
 
     @property
     def best(self) -> Trial:
-        finished = [t for t in self.trials if math.isfinite(t.score)]
+        finished = [t for t in self.trials if t.status == "finished" and math.isfinite(t.score)]
         return max(finished or self.trials, key=lambda t: t.score)
 
 
@@ -77,13 +80,16 @@ def sweep_trials(rows: pd.DataFrame, metric: str) -> list[Trial]:
                   & (rows["modality"] == "fused")].set_index("run_id")["value"]
     configs = [flatten(json.loads(c)) for c in runs["config_json"]]
     keys = varying(configs)
-    return [Trial(t, r, float(scored.get(r, float("nan"))), {k: c.get(k) for k in keys})
-            for t, r, c in zip(runs["trial_id"], runs["run_id"], configs, strict=True)]
+    statuses = (runs["status"] if "status" in runs else [""] * len(runs))
+    return [Trial(t, r, score := float(scored.get(r, float("nan"))), {k: c.get(k) for k in keys},
+                  st or ("finished" if math.isfinite(score) else "failed"))
+            for t, r, c, st in zip(runs["trial_id"], runs["run_id"], configs, statuses,
+                                   strict=True)]
 
 
 def summarise_sweep(label: str, rows: pd.DataFrame, metric: str) -> SweepSummary:
     trials = sweep_trials(rows, metric)
-    finished = [t for t in trials if math.isfinite(t.score)]
+    finished = [t for t in trials if t.status == "finished" and math.isfinite(t.score)]
     keys = sorted({k for t in trials for k in t.params})
     if len(finished) < MIN_TRIALS or not keys:
         why = (f"{len(finished)} finished trial(s)" if len(finished) < MIN_TRIALS

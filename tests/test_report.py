@@ -241,3 +241,17 @@ def test_selection_verdict_warns_when_the_difference_is_within_the_seed_spread()
     clear = selection_verdict({"mean": 0.70, "std": 0.01}, {"mean": 0.79, "std": float("nan")},
                               {"mean": 0.0, "count": 3})
     assert clear == "UME by the mean over seeds (UMT won in 0 of 3 seeds)"
+
+
+def test_a_trial_stopped_by_the_scheduler_is_shown_but_never_the_best(tmp_path):
+    from orchestrator import report_plots
+
+    df = pd.DataFrame(sweep_trials())
+    df["status"] = df["trial_id"].map(lambda t: "stopped" if t == "sweep_00002" else "finished")
+    s = summarise_sweep("umt", df, "accuracy")
+    assert [t.status for t in s.trials] == ["finished", "finished", "stopped", "finished"]
+    assert s.best.trial_id == "sweep_00003" and s.best.score == 0.8  # not the stopped 0.9
+    png = report_plots.sweep_plot([100 * t.score for t in s.trials],
+                                  [t.status == "stopped" for t in s.trials], "val", "t",
+                                  tmp_path / "s.png")
+    assert png.stat().st_size > 1000
