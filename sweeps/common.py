@@ -132,7 +132,7 @@ def parser(script: Script) -> argparse.ArgumentParser:
                        help="Optuna sampler of the sweep (default tpe)")
         p.add_argument("--scheduler", choices=SCHEDULERS, default=None,
                        help="trial scheduler: asha stops bad trials early (default), none")
-    add_experiment_options(p)
+    add_experiment_options(p, file_keys=("params", "space") if script.strategy else ())
     return p
 
 

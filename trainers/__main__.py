@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--store", default="runs", help="folder of finished runs (reused)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
-    add_experiment_options(p)
+    add_experiment_options(p, file_keys=("params",))
     return parse_with_config(p, argv)
 
 

@@ -159,8 +159,10 @@ def _check_dataset_args(name: str, args: Mapping[str, Any]) -> None:
 # --- the command line -------------------------------------------------------------------------
 
 
-def add_experiment_options(p: argparse.ArgumentParser) -> None:
-    """``--config``, ``--encoder``, ``--head``, ``--device`` and ``-q`` / ``-v``."""
+def add_experiment_options(p: argparse.ArgumentParser, file_keys: Sequence[str] = ()) -> None:
+    """``--config``, ``--encoder``, ``--head``, ``--device`` and ``-q`` / ``-v``; ``file_keys``:
+    the keys without a flag that the command uses (``params``, ``space``)."""
+    p.set_defaults(file_keys=tuple(DESTS.get(k, k) for k in file_keys))
     p.add_argument("--config", metavar="YAML", default=None,
                    help="experiment file (see configs/); command-line flags override it")
     p.add_argument("--encoder", action="append", default=[], metavar="MODALITY=NAME",
@@ -186,7 +188,8 @@ def parse_with_config(p: argparse.ArgumentParser,
         exp = load_experiment(args.config)
         if getattr(args, "smoke_test", False):
             exp = {k: v for k, v in exp.items() if k not in BUDGET_KEYS}
-        p.set_defaults(**_defaults(exp, {a.dest for a in p._actions}, args.config))
+        dests = {a.dest for a in p._actions} | set(p.get_default("file_keys") or ())
+        p.set_defaults(**_defaults(exp, dests, args.config))
         args = p.parse_args(argv)
     return args
 
@@ -200,7 +203,7 @@ def _defaults(exp: Mapping[str, Any], dests: set[str], path: str) -> dict[str, A
             value = [f"{k}={json.dumps(v)}" for k, v in value.items()]
         elif key == "encoders":
             value = [f"{m}={name}" for m, name in value.items()]
-        if dest in dests or dest in out:
+        if dest in dests:
             out[dest] = value
         elif key in TRAIN_KEYS:
             out["train_options"][key] = value
