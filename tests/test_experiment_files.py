@@ -93,6 +93,7 @@ def test_flags_override_the_file(tmp_path) -> None:
     ("params: {nope: {}}\n", "unknown strategy 'nope'"),
     ("space: {umt: {lr: 0.1}}\n", "must be a KEY: 'DIST' string"),
     ("num_samples: 0\n", "num_samples must be an integer >= 1 but got 0"),
+    ("pretrained: {m1: 3}\n", "pretrained['m1'] must be the path of a local weights file"),
     ("- a\n- b\n", "must be a mapping of keys"),
     ("epochs: [\n", "not valid YAML (line 2)"),
 ])
@@ -100,6 +101,16 @@ def test_bad_file_is_one_line_naming_file_and_key(tmp_path, capsys, text, needle
     path = write(tmp_path, text)
     err = one_line_error(capsys, train_main([*SMALL, "--config", path]))
     assert needle in err and path in err, err
+
+
+def test_pretrained_goes_with_the_encoders_of_file_or_flags(tmp_path) -> None:
+    path = write(tmp_path, "encoders: {m1: resnet18}\npretrained: {m1: w.pth, m2: w.pth}\n")
+    assert load_experiment(path)["pretrained"] == {"m1": "w.pth", "m2": "w.pth"}
+    args = parse_args([*SMALL, "--config", path, "--encoder", "m2=resnet18"])
+    cfg = TrainConfig(**train_options(args))
+    assert cfg.pretrained == {"m1": "w.pth", "m2": "w.pth"}
+    with pytest.raises(ConfigError, match=r"pretrained\['m2'\] = 'w.pth' needs a timm encoder"):
+        TrainConfig(**train_options(parse_args([*SMALL, "--config", path])))
 
 
 def test_missing_file_and_sweep_file_errors(tmp_path, capsys) -> None:

@@ -81,7 +81,7 @@ def load_experiment(path: str | Path) -> dict[str, Any]:
             msg = err.args[0] if err.args else err
             raise ConfigError(f"{path}: key {key!r}: {msg}") from None
     try:
-        TrainConfig(**{k: data[k] for k in TRAIN_KEYS if k in data})  # keys that go together
+        TrainConfig(**{k: data[k] for k in TRAIN_KEYS if k in data and k != "pretrained"})
         if "dataset" in data:
             _check_dataset_args(data["dataset"], data.get("dataset_args", {}))
     except (ConfigError, ValueError) as err:
@@ -95,7 +95,9 @@ def check_key(key: Any, value: Any) -> None:
         near = difflib.get_close_matches(str(key), KEYS, n=1)
         raise ConfigError(f"unknown key{f'; did you mean {near[0]!r}?' if near else ''} "
                           f"valid keys: {', '.join(KEYS)}")
-    if key in TRAIN_KEYS:
+    if key == "pretrained":  # which encoder it fits: checked with --encoder, when runs are set up
+        _check_mapping(key, value)
+    elif key in TRAIN_KEYS:
         TrainConfig(**{key: value})
     elif key == "dataset":
         from trainers.data import DATASETS, list_datasets
@@ -130,8 +132,14 @@ def _check_mapping(key: str, value: Any) -> None:
         raise ConfigError(f"{key} must be a mapping but got {value!r}; e.g. "
                           + {"dataset_args": "dataset_args: {root: /data/x}",
                              "params": "params: {umt: {lambda_distill: 50}}",
-                             "space": "space: {umt: {lr: 'loguniform:1e-4:1e-2'}}"}[key])
-    if key == "dataset_args":
+                             "space": "space: {umt: {lr: 'loguniform:1e-4:1e-2'}}",
+                             "pretrained": "pretrained: {rgb: weights/resnet50.pth}"}[key])
+    if key == "pretrained":
+        bad = [m for m, f in value.items() if not isinstance(f, str) or not f]
+        if bad:
+            raise ConfigError(f"pretrained[{bad[0]!r}] must be the path of a local weights "
+                              f"file but got {value[bad[0]]!r}")
+    if key in ("dataset_args", "pretrained"):
         return
     from trainers.strategies import strategy_class
 
