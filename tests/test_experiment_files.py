@@ -77,7 +77,8 @@ def test_flags_override_the_file(tmp_path) -> None:
 
 
 @pytest.mark.parametrize(("text", "needle"), [
-    ("epoch: 3\n", "key 'epoch': unknown key; did you mean 'epochs'?"),
+    ("epoch: 3\n", "key 'epoch': unknown key; did you mean 'epochs'? valid keys: dataset,"),
+    ("zzz: 3\n", "key 'zzz': unknown key; valid keys: dataset, dataset_args,"),
     ("epochs: 0\n", "key 'epochs': epochs must be a positive int but got 0"),
     ("head: big\n", "key 'head': head must be one of ['linear', 'mlp'] but got 'big'"),
     ("device: gpu\n", "key 'device': device must be one of auto, cpu, cuda, mps or cuda:N"),

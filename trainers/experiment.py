@@ -93,7 +93,7 @@ def check_key(key: Any, value: Any) -> None:
     """One key of an experiment file; raises ConfigError (or KeyError) saying what is valid."""
     if key not in KEYS:
         near = difflib.get_close_matches(str(key), KEYS, n=1)
-        raise ConfigError(f"unknown key{f'; did you mean {near[0]!r}?' if near else ''} "
+        raise ConfigError(f"unknown key; {f'did you mean {near[0]!r}? ' if near else ''}"
                           f"valid keys: {', '.join(KEYS)}")
     if key == "pretrained":  # which encoder it fits: checked with --encoder, when runs are set up
         _check_mapping(key, value)
