@@ -23,6 +23,7 @@ from trainers.__main__ import add_dataset_options, dataset_from_args
 from trainers.config import ConfigError, TrainConfig
 from trainers.data import DataError
 from trainers.diagnostics import NoiseConfig, ProbeConfig, ProbeError
+from trainers.logs import add_verbosity_options, setup_logging
 
 USER_ERRORS = (ConfigError, DataError, ProbeError, FileNotFoundError, KeyError, ValueError)
 
@@ -69,6 +70,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    add_verbosity_options(p)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -104,6 +106,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    setup_logging(args.verbosity)
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
@@ -111,6 +114,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_ERRORS as err:
         print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
         return 2
+
+
+def report(argv: Sequence[str] | None = None) -> int:
+    """The ``fusion-report`` console script: ``python -m orchestrator report ...``."""
+    return main(["report", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

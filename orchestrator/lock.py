@@ -13,6 +13,7 @@ that is still running.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
@@ -23,6 +24,8 @@ import psutil
 
 from trainers.config import ConfigError
 from trainers.storage import Storage
+
+LOG = logging.getLogger(__name__)
 
 
 class ExperimentLocked(ConfigError):
@@ -57,7 +60,7 @@ def experiment_lock(store: Storage, name: str) -> Iterator[None]:
                 f"experiment {name} is being run by pid {holder.get('pid')} on host "
                 f"{holder.get('host')} (since {since}); wait for it to finish, or if that process "
                 f"is gone, delete {store.uri(file)} and run again")
-        print(f"[sweep] taking over a stale lock of {name} (its holder is gone)", flush=True)
+        LOG.warning("[sweep] taking over a stale lock of %s (its holder is gone)", name)
     store.write_text(json.dumps(_holder()), file)
     try:
         yield

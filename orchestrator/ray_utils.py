@@ -14,14 +14,18 @@ a run's start, reports and end are noticed only at a poll: 0.2 s takes seconds o
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import ray
+
+from trainers.logs import verbose
+
+LOG = logging.getLogger(__name__)
 
 DASHBOARD_HOST = "127.0.0.1"
 CLIENT_PREFIX = "ray://"
@@ -107,7 +111,7 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> RayInfo:
         pinned = _gcs_address(address)
         env = {**job_env(), **({"RAY_ADDRESS": pinned} if pinned else {})}
         try:
-            ray.init(address=address, log_to_driver=True, runtime_env={"env_vars": env})
+            ray.init(address=address, runtime_env={"env_vars": env}, **_quiet())
         except ConnectionError as err:
             raise ClusterUnreachable(_connect_error(address, err)) from None
         return _info(started_here=False)
@@ -117,13 +121,19 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> RayInfo:
     os.environ[GCS_PORT_ENV] = str(port)  # read by ray.init when it starts the head
     try:
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=True,
-                 dashboard_host=DASHBOARD_HOST, runtime_env={"env_vars": env})
+                 dashboard_host=DASHBOARD_HOST, runtime_env={"env_vars": env}, **_quiet())
     finally:
         if saved is None:
             os.environ.pop(GCS_PORT_ENV, None)
         else:
             os.environ[GCS_PORT_ENV] = saved
     return _info(started_here=True)
+
+
+def _quiet() -> dict[str, object]:
+    """Ray's own INFO logs and its workers' output reach the console with ``-v`` only."""
+    return {"logging_level": logging.INFO if verbose() else logging.WARNING,
+            "log_to_driver": verbose()}
 
 
 def _gcs_address(address: str) -> str:
@@ -170,7 +180,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     info = connect(address, num_cpus)
     where = "local Ray" if info.started_here else f"Ray cluster at {address}"
     dash = f"; dashboard: {info.dashboard_url}" if info.dashboard_url else ""
-    print(f"connected to {where}{dash}", file=sys.stderr, flush=True)
+    LOG.info("connected to %s%s", where, dash)
     try:
         yield info
     finally:

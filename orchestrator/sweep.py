@@ -54,12 +54,10 @@ from trainers.api import build
 from trainers.checkpoint import resolving
 from trainers.config import ConfigError, TrainConfig
 from trainers.data.contract import DatasetSpec
+from trainers.experiment import SCHEDULERS, SEARCHERS
 from trainers.loop import TrainingDiverged, selection_score
 from trainers.runs import RunRecord
 from trainers.storage import Storage
-
-SEARCHERS = ("tpe", "random", "cmaes")  # Optuna samplers
-SCHEDULERS = ("asha", "none")
 
 
 class SweepInterrupted(KeyboardInterrupt):

@@ -9,6 +9,7 @@ error or Ctrl-C. The body returns the summary table, which is printed last.
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
@@ -40,10 +41,18 @@ from orchestrator.train_fn import DataRef, JobResources
 from trainers.__main__ import add_dataset_options
 from trainers.config import ConfigError, TrainConfig
 from trainers.data import DataBundle, DataError, parse_dataset_args
+from trainers.experiment import (
+    SCHEDULERS,
+    SEARCHERS,
+    add_experiment_options,
+    parse_with_config,
+    train_options,
+)
 from trainers.runs import RunRecord
 from trainers.storage import Storage
 
 USER_ERRORS = (ConfigError, DataError, StorageError, ClusterUnreachable, JobsFailed)
+LOG = logging.getLogger("sweeps")
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,7 @@ class Setup:
     address: str | None
     resume: bool
     sweep: SweepConfig | None
+    params: Mapping[str, Mapping[str, object]] = field(default_factory=dict)  # per strategy
 
 
 def parser(script: Script) -> argparse.ArgumentParser:
@@ -125,11 +135,22 @@ def parser(script: Script) -> argparse.ArgumentParser:
                        help="override one search-space entry, e.g. lr=loguniform:1e-4:1e-2 or "
                             "lambda_distill=choice:0,1,10 (repeatable); default: "
                             + " ".join(f"{k}={v}" for k, v in script.space.items()))
+        p.add_argument("--searcher", choices=SEARCHERS, default=None,
+                       help="Optuna sampler of the sweep (default tpe)")
+        p.add_argument("--scheduler", choices=SCHEDULERS, default=None,
+                       help="trial scheduler: asha stops bad trials early (default), none")
+    add_experiment_options(p, file_keys=("params", "space") if script.strategy else ())
     return p
 
 
 def _space(script: Script, args: argparse.Namespace) -> SearchSpace:
     space = dict(script.smoke_space if args.smoke_test else script.space)
+    if script.strategy in args.space_file:  # the --config file's entries, checked on their own
+        space.update(args.space_file[script.strategy])
+        try:
+            SearchSpace.from_dict(script.strategy, space)
+        except SpaceError as err:
+            raise SpaceError(f"{args.config}: space: {err}") from None
     for item in args.space:
         key, sep, dist = item.partition("=")
         if not sep:
@@ -145,7 +166,7 @@ def setup(script: Script, args: argparse.Namespace) -> Setup:
         check_address(args.address)
     data_ref = DataRef(args.dataset, parse_dataset_args(args.dataset_arg))
     epochs = budget.epochs if args.epochs is None else args.epochs  # 0 is an error, not "unset"
-    base = TrainConfig(epochs=epochs, **budget.model)
+    base = TrainConfig(epochs=epochs, **{**budget.model, **train_options(args)})
     seeds = tuple(args.seeds if args.seeds is not None else budget.seeds)
     for seed in seeds:
         base.replace(seed=seed)  # validates
@@ -153,7 +174,7 @@ def setup(script: Script, args: argparse.Namespace) -> Setup:
     if script.strategy:
         samples = args.num_samples if args.num_samples is not None else budget.num_samples
         sweep = SweepConfig(_space(script, args), num_samples=samples, seed=seeds[0],
-                            seeds_per_trial=args.seeds_per_trial)
+                            seeds_per_trial=args.seeds_per_trial, **search_hooks(args))
         if len(seeds) < sweep.seeds_per_trial:
             raise ConfigError(f"--seeds-per-trial {sweep.seeds_per_trial} needs as many --seeds "
                               f"but got {list(seeds)}; e.g. --seeds "
@@ -162,7 +183,13 @@ def setup(script: Script, args: argparse.Namespace) -> Setup:
                              gpus_per_worker=parse_gpus(args.gpus_per_job),
                              workers=args.workers_per_job)
     return Setup(data_ref, data_ref.load(), base, seeds, prepare_storage(args.storage),
-                 resources, args.address, args.resume, sweep)
+                 resources, args.address, args.resume, sweep, args.strategy_params)
+
+
+def search_hooks(args: argparse.Namespace) -> dict[str, str]:
+    """``--searcher`` / ``--scheduler`` (or the file's) as SweepConfig keywords (it checks
+    their values)."""
+    return {k: getattr(args, k) for k in ("searcher", "scheduler") if getattr(args, k)}
 
 
 def parse_gpus(text: str) -> float | None:
@@ -185,6 +212,7 @@ def tune_and_report(s: Setup, extra: Mapping[str, object]) -> str:
     assert s.sweep is not None
     space, spec = s.sweep.space, s.data.spec
     unimodal = train_unimodal(s)
+    extra = {**extra, **s.params.get(space.strategy, {})}
     bases = strategy_bases(space.strategy, s.base, unimodal, extra)
     trial_seeds = s.seeds[:s.sweep.seeds_per_trial]
     ctx = SweepContext(s.data_ref, spec, bases[trial_seeds[0]], space, s.storage, s.resources,
@@ -195,7 +223,7 @@ def tune_and_report(s: Setup, extra: Mapping[str, object]) -> str:
     rows = {**unimodal_rows(unimodal, s.base, s.data), **sweep_rows(outcomes, spec)}
     best = best_trial(outcomes)
     if best is None:
-        print(f"no {space.strategy} trial finished: nothing to evaluate on test")
+        LOG.warning("no %s trial finished: nothing to evaluate on test", space.strategy)
     else:
         configs = {seed: space.apply(cfg, best.values) for seed, cfg in bases.items()}
         finals = final_runs(ctx, configs, s.data)
@@ -224,9 +252,9 @@ def terminate_as_interrupt() -> Iterator[None]:
 
 def main(script: Script, body: Callable[[Setup], str], argv: list[str] | None = None) -> int:
     """Parse, validate, run ``body`` inside a Ray session and print its table."""
-    args = parser(script).parse_args(argv)
     t0 = time.perf_counter()
     try:
+        args = parse_with_config(parser(script), argv)
         with terminate_as_interrupt():
             s = setup(script, args)
             with ray_session(s.address):

@@ -57,9 +57,9 @@ def test_diverged_run_is_reported_failed_and_the_plan_goes_on(tmp_path, capsys, 
                  "unimodal", "fusion_avg", "fusion_concat", "ume"])
     out, err = capsys.readouterr()
     assert code == 1 and "error: 3 of 10 run(s) failed" in err
-    assert "[run] fusion_avg seed 0: FAILED, fusion_avg: loss became nan" in out
-    assert "[run] ume seed 1: not run: it needs unimodal:m2, which failed" in out
-    assert "[run] fusion_avg seed 1: trained" in out and "[run] ume seed 0: trained" in out
+    assert "[run] fusion_avg seed 0: FAILED, fusion_avg: loss became nan" in err
+    assert "[run] ume seed 1: not run: it needs unimodal:m2, which failed" in err
+    assert "[run] fusion_avg seed 1: trained" in err and "[run] ume seed 0: trained" in err
     rows = {ln.split()[0]: ln.split() for ln in out.splitlines()
             if ln.startswith(("unimodal:", "fusion_", "ume "))}
     assert rows["fusion_concat"][-2:] == ["2", "0"]  # seeds, failed

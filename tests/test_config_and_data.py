@@ -192,7 +192,7 @@ def test_main_job_command_line_passes_dataset_arguments(capsys, tmp_path):
     assert "has no argument 'bogus'" in capsys.readouterr().err
     assert main(["--dataset", "synthetic_both", "--dataset-arg", "n=60", "--dataset-arg", "dim=4",
                  "--strategies", "fusion_avg", "--epochs", "1", "--store", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
-    assert "[run] fusion_avg seed 0: trained in" in out and "synthetic_both: test accuracy" in out
+    out, err = capsys.readouterr()
+    assert "[run] fusion_avg seed 0: trained in" in err and "synthetic_both: test accuracy" in out
     runs = sorted(p.name.split("-")[1] for p in tmp_path.iterdir())
     assert runs == ["fusion_avg", "unimodal", "unimodal"]  # unimodal runs first, for reuse

@@ -9,6 +9,7 @@ run it needs did; the others still run and the table is printed), 2 for bad argu
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 
@@ -31,7 +32,11 @@ from trainers.data import (
     list_datasets,
     parse_dataset_args,
 )
+from trainers.experiment import add_experiment_options, parse_with_config, train_options
+from trainers.seed import resolve_device
 from trainers.strategies import list_strategies
+
+LOG = logging.getLogger("trainers")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,7 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--store", default="runs", help="folder of finished runs (reused)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
-    return p.parse_args(argv)
+    add_experiment_options(p, file_keys=("params",))
+    return parse_with_config(p, argv)
 
 
 def default_dataset() -> str:
@@ -71,13 +77,9 @@ def dataset_from_args(args: argparse.Namespace) -> DataBundle:
     return create_dataset(args.dataset, **parse_dataset_args(args.dataset_arg))
 
 
-def print_flush(line: str) -> None:
-    print(line, flush=True)
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
     try:
+        args = parse_args(argv)
         data = dataset_from_args(args)
         strategies = args.strategies or list(DEFAULT_STRATEGIES[data.spec.task])
         unknown = [s for s in strategies if s not in list_strategies()]
@@ -85,15 +87,17 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"unknown strategy {unknown[0]!r}; valid strategies: "
                               f"{', '.join(list_strategies())}")
         base = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                           num_threads=args.threads)
-    except (ConfigError, DataError, KeyError) as err:
+                           num_threads=args.threads, **train_options(args))
+        resolve_device(base.device)  # here, not after the first run
+    except (ConfigError, DataError, KeyError, RuntimeError) as err:
         print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    runner = local_runner(args.store, log=print_flush)
-    results = plan_and_run(data, base, strategies, args.seeds, runner, log=print_flush)
+    runner = local_runner(args.store, log=LOG.info)
+    results = plan_and_run(data, base, strategies, args.seeds, runner, args.strategy_params,
+                           log=LOG.info)
     elapsed = time.perf_counter() - t0
     for metric in TABLE_METRICS[data.spec.task]:
         print(f"\n{data.spec.name}: test {metric} (%), mean ± std over seeds {args.seeds}, "

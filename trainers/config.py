@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -20,7 +21,7 @@ class ConfigError(ValueError):
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 HEADS = ("linear", "mlp")
-DEVICES = ("auto", "cpu", "cuda", "mps")
+DEVICES = ("auto", "cpu", "cuda", "mps")  # and cuda:N, one GPU by index
 
 
 # --- validators shared by TrainConfig and every strategy's Params ------------------------------
@@ -77,6 +78,15 @@ def choice(name: str, value: Any, valid: Sequence[Any]) -> None:
         raise ConfigError(f"{name} must be one of {list(valid)} but got {value!r}")
 
 
+def check_device(name: str, value: Any) -> None:
+    """``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (whether it exists is checked where
+    the run happens: a Ray driver without a GPU may well send runs to GPU workers)."""
+    if isinstance(value, str) and (value in DEVICES or re.fullmatch(r"cuda:\d+", value)):
+        return
+    raise ConfigError(f"{name} must be one of {', '.join(DEVICES)} or cuda:N (e.g. cuda:0) "
+                      f"but got {value!r}")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything one training run needs besides the data.
@@ -114,7 +124,7 @@ class TrainConfig:
         non_negative("seed", self.seed, int)
         choice("optimizer", self.optimizer, OPTIMIZERS)
         choice("head", self.head, HEADS)
-        choice("device", self.device, DEVICES)
+        check_device("device", self.device)
         for name in ("params", "encoders", "pretrained"):
             value = getattr(self, name)
             if not isinstance(value, Mapping):

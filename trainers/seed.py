@@ -24,9 +24,14 @@ def resolve_device(name: str = "auto") -> torch.device:
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was asked for but no CUDA device is available; "
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} was asked for but no CUDA device is available; "
                            "use device='auto' or 'cpu'")
+    index = int(name.partition(":")[2] or 0)
+    if name.startswith("cuda") and index >= torch.cuda.device_count():
+        raise RuntimeError(f"device {name!r} was asked for but this machine has "
+                           f"{torch.cuda.device_count()} CUDA device(s); use cuda:0 .. "
+                           f"cuda:{torch.cuda.device_count() - 1} or 'auto'")
     if name == "mps" and not torch.backends.mps.is_available():
         raise RuntimeError("device 'mps' was asked for but MPS is not available; use 'auto'")
     return torch.device(name)

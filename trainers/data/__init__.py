@@ -48,9 +48,11 @@ def create_dataset(name: str, **kwargs: Any) -> DataBundle:
     return bundle.with_identity(ident)
 
 
-def check_arguments(name: str, factory: Callable[..., DataBundle], kwargs: dict) -> None:
+def check_arguments(name: str, factory: Callable[..., DataBundle], kwargs: dict,
+                    complete: bool = True) -> None:
     """An unknown or missing factory argument is a one-line :class:`DataError`, not a
-    ``TypeError`` from deep inside the factory."""
+    ``TypeError`` from deep inside the factory (``complete=False``: unknown ones only, for
+    arguments that the command line may still add to)."""
     params = inspect.signature(factory).parameters
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return
@@ -59,7 +61,7 @@ def check_arguments(name: str, factory: Callable[..., DataBundle], kwargs: dict)
         raise DataError(f"dataset {name!r} has no argument {unknown[0]!r}; its arguments: "
                         f"{', '.join(params) or 'none'}")
     missing = [p for p, v in params.items() if v.default is v.empty and p not in kwargs
-               and v.kind in (v.POSITIONAL_OR_KEYWORD, v.KEYWORD_ONLY)]
+               and v.kind in (v.POSITIONAL_OR_KEYWORD, v.KEYWORD_ONLY) and complete]
     if missing:
         raise DataError(f"dataset {name!r} needs the argument {missing[0]!r} (command line: "
                         f"--dataset-arg {missing[0]}=VALUE)")
