@@ -38,7 +38,6 @@ from trainers.runs import RunRecord, train_or_reuse, write_record
 from trainers.storage import Storage
 
 Rows = dict[str, list[dict[str, Any]]]  # run_id -> its rows (a run is written in one part)
-RESULTS_DIR = "results"
 
 
 def record_rows(record: RunRecord, cfg: TrainConfig, spec: DatasetSpec,
@@ -146,9 +145,10 @@ def display_frame(df: pd.DataFrame) -> pd.DataFrame:
     return df.assign(strategy=df["strategy"].where(~uni, "unimodal:" + modality.astype(str)))
 
 
-def write_and_summarise(rows: Rows, storage: str | Path | Storage, split: str = "test") -> str:
-    """Write ``rows`` under ``<storage>/results``, read them back and format the summary."""
-    folder = Storage.open(storage).uri(RESULTS_DIR)
+def write_and_summarise(rows: Rows, results: str | Path | Storage, split: str = "test") -> str:
+    """Write ``rows`` into the Parquet folder ``results`` (a layout's ``results/``), read them
+    back and format the summary."""
+    folder = Storage.open(results).location
     write_parquet([row for part in rows.values() for row in part], folder)
     df = read_results(folder)
     mine = display_frame(df[df["run_id"].isin(list(rows))])
