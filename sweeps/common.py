@@ -202,7 +202,8 @@ def tune_and_report(s: Setup, extra: Mapping[str, object]) -> str:
     else:
         configs = {seed: space.apply(cfg, best.values) for seed, cfg in bases.items()}
         finals = final_runs(ctx, configs, s.data)
-        rows.update(runs_rows(finals, configs, spec, {best.job.name: best.trial_id}))
+        rows.update(runs_rows(finals, configs, spec, {best.job.name: best.trial_id},
+                              best.values))
     return write_and_summarise(rows, s.layout.results)
 
 
