@@ -173,3 +173,20 @@ def test_version_1_parts_are_migrated(tmp_path: Path) -> None:
     assert by_run["run_modality"].to_dict() == {"a-s0": "audio", "u-s0": ""}
     assert by_run["status"].to_dict() == {"a-s0": "finished", "u-s0": "failed"}
     assert json.loads(by_run.loc["u-s0", "hp_json"]) == {}
+
+
+def test_the_readme_pandas_example_runs_and_keeps_modalities_apart(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = next(b.split("\n", 1)[1] for b in readme.split("```python")[1:]
+                 if 'pd.read_parquet("fusion-results/results")' in b).split("```")[0]
+    rows = [*_rows("a-s0", "unimodal", 0, 0.6, params={"modality": "audio"}),
+            *_rows("v-s0", "unimodal", 0, 0.7, params={"modality": "image"}),
+            *_rows("u-s0", "umt", 0, 0.8)]
+    write_results(rows, tmp_path / "fusion-results" / "results")
+    monkeypatch.chdir(tmp_path)
+    *setup, expression = block.replace("\\\n", "").strip().splitlines()
+    scope: dict = {}
+    exec("\n".join(setup), scope)  # noqa: S102 (the README's own lines)
+    table = eval(expression, scope)  # noqa: S307
+    assert len(table) == 3 and set(table["count"]) == {1}
