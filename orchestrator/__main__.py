@@ -32,8 +32,10 @@ from trainers.config import ConfigError, TrainConfig
 from trainers.data import DataError
 from trainers.diagnostics import NoiseConfig, ProbeConfig, ProbeError
 from trainers.layout import DEFAULT_ROOT, STORAGE_ENV, Layout
+from trainers.storage import StorageError
 
-USER_ERRORS = (ConfigError, DataError, ProbeError, FileNotFoundError, KeyError, ValueError)
+USER_ERRORS = (ConfigError, DataError, ProbeError, FileNotFoundError, KeyError, ValueError,
+               StorageError)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

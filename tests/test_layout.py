@@ -190,3 +190,17 @@ def test_the_readme_pandas_example_runs_and_keeps_modalities_apart(
     exec("\n".join(setup), scope)  # noqa: S102 (the README's own lines)
     table = eval(expression, scope)  # noqa: S307
     assert len(table) == 3 and set(table["count"]) == {1}
+
+
+@pytest.mark.parametrize("argv", [
+    ["report", "nope://x"],
+    ["recommend", "--dataset", "synthetic_both", "--storage", "nope://x"],
+])
+def test_a_bad_storage_is_one_line_everywhere(argv: list[str],
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    assert orchestrator_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: storage 'nope://x'"), err
+    assert trainers_main([*TINY, "--storage", "nope://x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "s3://bucket/prefix" in err, err

@@ -32,7 +32,7 @@ from trainers.data import (
     parse_dataset_args,
 )
 from trainers.layout import DEFAULT_ROOT, RUNS, STORAGE_ENV, Layout, layout_warnings
-from trainers.storage import Storage
+from trainers.storage import Storage, StorageError
 from trainers.strategies import list_strategies
 
 
@@ -109,16 +109,16 @@ def main(argv: list[str] | None = None) -> int:
                               f"{', '.join(list_strategies())}")
         base = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                            num_threads=args.threads)
-    except (ConfigError, DataError, KeyError) as err:
+        if args.store is not None:
+            print(f"warning: --store is deprecated; pass --storage ROOT (runs go to "
+                  f"ROOT/{RUNS})", file=sys.stderr)
+        runs = storage_layout(args.storage, args.store)[1].check_writable()
+    except (ConfigError, DataError, KeyError, StorageError) as err:
         print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    if args.store is not None:
-        print(f"warning: --store is deprecated; pass --storage ROOT (runs go to ROOT/{RUNS})",
-              file=sys.stderr)
-    _, runs = storage_layout(args.storage, args.store)
     runner = local_runner(runs.location, log=print_flush)
     results = plan_and_run(data, base, strategies, args.seeds, runner, log=print_flush)
     elapsed = time.perf_counter() - t0
