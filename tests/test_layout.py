@@ -88,7 +88,8 @@ def test_python_m_trainers_uses_the_root_and_names_old_runs(
     _fake_run(tmp_path / "runs")
     assert trainers_main(TINY) == 0
     out, err = capsys.readouterr()
-    assert "old layout: runs of 'python -m trainers --store runs'" in err
+    assert err.startswith("warning: old layout: runs of 'python -m trainers --store runs'")
+    assert len(err.strip().splitlines()) == 1
     runs = sorted(p.name.split("-")[1] for p in (tmp_path / "fusion-results" / "runs").iterdir())
     assert runs == ["fusion_avg", "unimodal", "unimodal"]
     assert f"runs in {tmp_path / 'fusion-results' / 'runs'}/" in out

@@ -145,6 +145,6 @@ def runtime_env_warning(layout: Layout) -> str | None:
 def layout_warnings(layout: Layout, is_default: bool) -> list[str]:
     """Every one-line warning about ``layout``: older layouts (those beside the current folder
     too when the root is the default one) and a root inside Ray's runtime-env cache."""
-    notes = old_layout_notes(layout, Path.cwd() if is_default else None)
+    notes = [f"warning: {n}" for n in old_layout_notes(layout, Path.cwd() if is_default else None)]
     inside_cache = runtime_env_warning(layout)
     return notes + ([inside_cache] if inside_cache else [])
