@@ -164,7 +164,9 @@ def script_layout(args: argparse.Namespace) -> tuple[Layout, Storage]:
     (or a root inside Ray's runtime-env cache) are printed, one line each."""
     main = Layout.open(args.storage or default_storage())
     layout = main.smoke() if args.smoke_test else main
-    runs = prepare_storage(layout.runs.location)
+    prepare_storage(main.root.location)  # errors name the root the user gave
+    runs = layout.runs
+    runs.makedirs()
     for line in layout_warnings(main, is_default=args.storage is None):
         print(line, file=sys.stderr, flush=True)
     return layout, runs
