@@ -1,14 +1,17 @@
 """``python -m orchestrator <command>``: diagnostics and reports over finished runs.
 
-- ``report RESULTS_DIR [--out DIR] [--dataset NAME]``: report.md + PNGs from Parquet results;
-- ``diagnose --dataset NAME --store DIR --results DIR``: probes, MIR/DMC, robustness and the
-  selection trick for the finished runs of a local store, written as result rows;
-- ``recommend --dataset NAME [--store DIR] [--seed S] [--epochs N]``: train (or reuse) the
+- ``report [ROOT] [--out DIR] [--dataset NAME]``: ``ROOT/reports/report.md`` + PNGs from the
+  Parquet parts in ``ROOT/results`` (``ROOT`` may also be a results folder itself);
+- ``diagnose --dataset NAME [--storage ROOT]``: probes, MIR/DMC, robustness and the selection
+  trick for the finished runs in ``ROOT/runs``, written as rows into ``ROOT/results``;
+- ``recommend --dataset NAME [--storage ROOT] [--seed S] [--epochs N]``: train (or reuse) the
   unimodal runs, run the selection trick and print UMT or UME with both numbers.
 
-Runs are trained locally with ``trainers.runs.train_or_reuse``. The Ray jobs
-(``orchestrator.jobs.train_unimodal``) name runs with the same function and use the same store
-layout, so ``--store`` may point at their storage: finished runs are reused, not retrained.
+``ROOT`` is the storage root of every command (:mod:`trainers.layout`; default
+``$FUSION_STORAGE`` or ``./fusion-results``). Runs are trained locally with
+``trainers.runs.train_or_reuse``; the Ray jobs name runs with the same function and use the same
+layout, so runs trained by either are reused, not retrained. ``--store`` / ``--results`` name a
+run store or a results folder directly.
 """
 
 from __future__ import annotations
@@ -19,19 +22,28 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from trainers.__main__ import add_dataset_options, dataset_from_args
+from trainers.__main__ import (
+    add_dataset_options,
+    add_storage_option,
+    dataset_from_args,
+    storage_layout,
+)
 from trainers.config import ConfigError, TrainConfig
 from trainers.data import DataError
 from trainers.diagnostics import NoiseConfig, ProbeConfig, ProbeError
+from trainers.layout import DEFAULT_ROOT, STORAGE_ENV, Layout
 from trainers.logs import add_verbosity_options, setup_logging
+from trainers.storage import StorageError
 
-USER_ERRORS = (ConfigError, DataError, ProbeError, FileNotFoundError, KeyError, ValueError)
+USER_ERRORS = (ConfigError, DataError, ProbeError, FileNotFoundError, KeyError, ValueError,
+               StorageError)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from orchestrator.report import build_report
+    from orchestrator.report import build_report, report_input
 
-    where = build_report(args.results, args.out, args.dataset)
+    results, out = report_input(args.storage, args.out)
+    where = build_report(results, out, args.dataset)
     print(f"wrote {where}/report.md and its plots")
     return 0
 
@@ -41,9 +53,10 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
     data = dataset_from_args(args)
     noise = NoiseConfig(levels=tuple(args.noise_levels), seed=args.seed)
-    written = diagnose_store(data, args.store, args.results, ProbeConfig(max_iter=args.probe_iters),
+    store, results = _locations(args)
+    written = diagnose_store(data, store, results, ProbeConfig(max_iter=args.probe_iters),
                              noise, redo=args.redo)
-    print(f"wrote {len(written)} run(s) of rows to {args.results}")
+    print(f"wrote {len(written)} run(s) of rows to {results}")
     return 0
 
 
@@ -56,16 +69,23 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
     data = dataset_from_args(args)
     base = TrainConfig(epochs=args.epochs, seed=args.seed, num_threads=args.threads)
-    group = {}
+    group, (store, results) = {}, _locations(args)
     for m, cfg in unimodal_configs(data, base).items():
-        rec = train_or_reuse(data, cfg, args.store)
+        rec = train_or_reuse(data, cfg, store)
         print(f"unimodal {m}: {'reused' if rec.reused else 'trained'} {rec.location}")
         group[m] = StoredRun(rec, cfg)
     sel = selection_trick(data, {m: r.record.checkpoint for m, r in group.items()})
     print(f"\n{data.spec.name}, seed {args.seed}:\n{sel.describe()}")
-    if args.results:
-        write_results(selection_rows(group, data.spec, sel), args.results)
+    if args.results or args.storage:
+        write_results(selection_rows(group, data.spec, sel), results)
     return 0
+
+
+def _locations(args: argparse.Namespace) -> tuple[str, str]:
+    """(run store, results folder): ``--store`` / ``--results`` when given, else the layout's."""
+    _, runs = storage_layout(args.storage, args.store)
+    results = args.results or Layout.open(args.storage).results.location
+    return runs.location, results
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -77,23 +97,28 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m orchestrator", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("report", help="write report.md and plots from Parquet results")
-    r.add_argument("results", help="results directory (Parquet part files)")
-    r.add_argument("--out", help="output folder or URI (default: reports/ beside RESULTS)")
+    r.add_argument("storage", nargs="?", default=None,
+                   help="storage root (its results/ is read), or a folder of Parquet parts "
+                        f"(default: ${STORAGE_ENV} or {DEFAULT_ROOT})")
+    r.add_argument("--out", help="output folder or URI (default: ROOT/reports)")
     r.add_argument("--dataset", help="the dataset to report when the results hold several")
     d = sub.add_parser("diagnose", help="probes, MIR/DMC, robustness for a store's runs")
     add_dataset_options(d, required=True)
-    d.add_argument("--store", required=True, help="folder of finished runs")
-    d.add_argument("--results", required=True, help="results directory to write rows to")
+    add_storage_option(d)
+    d.add_argument("--store", help="folder of finished runs (default: ROOT/runs)")
+    d.add_argument("--results", help="results folder to write rows to (default: ROOT/results)")
     d.add_argument("--noise-levels", type=float, nargs="+", default=list(NoiseConfig().levels))
     d.add_argument("--probe-iters", type=int, default=ProbeConfig().max_iter)
     d.add_argument("--seed", type=int, default=0, help="seed of the test-time noise")
     d.add_argument("--redo", action="store_true", help="recompute runs already diagnosed")
     c = sub.add_parser("recommend", help="selection trick: UMT or UME for a dataset")
     add_dataset_options(c, required=True)
-    c.add_argument("--store", default="runs", help="folder of finished runs (reused)")
+    add_storage_option(c)
+    c.add_argument("--store", help="folder of finished runs (default: ROOT/runs)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--epochs", type=int, default=10)
-    c.add_argument("--results", help="also write the two numbers as result rows here")
+    c.add_argument("--results", help="also write the two numbers as result rows here (with "
+                                     "--storage: ROOT/results)")
     for s in (r, d, c):
         _common(s)
     return p

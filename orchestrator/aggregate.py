@@ -38,14 +38,16 @@ from trainers.runs import RunRecord, train_or_reuse, write_record
 from trainers.storage import Storage
 
 Rows = dict[str, list[dict[str, Any]]]  # run_id -> its rows (a run is written in one part)
-RESULTS_DIR = "results"
 
 
-def record_rows(record: RunRecord, cfg: TrainConfig, spec: DatasetSpec,
-                trial_id: str = "") -> list[dict[str, Any]]:
+def record_rows(record: RunRecord, cfg: TrainConfig, spec: DatasetSpec, trial_id: str = "",
+                hp: Mapping[str, Any] | None = None,
+                queue_time_s: float = math.nan) -> list[dict[str, Any]]:
+    """A finished run's rows; ``hp``: the searched hyper-parameters that chose its config."""
     return result_rows(record.name, cfg.strategy, spec.name, cfg.seed, cfg.to_dict(),
                        record.metrics, dataset_version=dataset_version(spec),
-                       wall_time_s=record.wall_time_s, epochs=record.epochs, trial_id=trial_id)
+                       wall_time_s=record.wall_time_s, epochs=record.epochs, trial_id=trial_id,
+                       hp=hp, queue_time_s=queue_time_s)
 
 
 def _reported_val(last: Mapping[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
@@ -58,18 +60,33 @@ def _reported_val(last: Mapping[str, Any]) -> dict[str, dict[str, dict[str, floa
     return {"val": out} if out else {}
 
 
+TRIAL_STATUS = {"finished": "finished", "stopped": "stopped", "diverged": "diverged",
+                "error": "failed"}  # TrialOutcome.status -> the results' status column
+
+
+def _queue_time(last: Mapping[str, Any], training_s: float) -> float:
+    """Tune's total time of a trial less its training time (NaN when Tune reported none)."""
+    total = last.get("time_total_s")
+    return max(0.0, float(total) - training_s) if isinstance(total, int | float) else math.nan
+
+
 def trial_rows(outcome: TrialOutcome, spec: DatasetSpec) -> list[dict[str, Any]]:
-    """A finished trial's record; a stopped one's last validation report; NaN for a failure."""
-    cfg, tid = outcome.job.config, outcome.trial_id
+    """A finished trial's record; a stopped one's last validation report; NaN for a failure.
+    ``status`` says which; ``wall_time_s`` is training only, the rest of Tune's time is
+    ``queue_time_s``."""
+    cfg, tid, hp = outcome.job.config, outcome.trial_id, outcome.values
     if outcome.record is not None:
-        return record_rows(outcome.record, cfg, spec, tid)
+        wall = outcome.record.wall_time_s
+        return record_rows(outcome.record, cfg, spec, tid, hp, _queue_time(outcome.last, wall))
     metrics = _reported_val(outcome.last)
     if outcome.status != "stopped" or not metrics:
         metrics = {"val": {FUSED: {score_metric(spec): math.nan}}}
+    wall = float(outcome.last.get("wall_time_s", outcome.last.get("time_total_s", 0.0)))
     return result_rows(outcome.job.name, cfg.strategy, spec.name, cfg.seed, cfg.to_dict(),
-                       metrics, dataset_version=dataset_version(spec),
-                       wall_time_s=float(outcome.last.get("time_total_s", 0.0)),
-                       epochs=int(outcome.last.get("epoch", 0)), trial_id=tid)
+                       metrics, dataset_version=dataset_version(spec), wall_time_s=wall,
+                       epochs=int(outcome.last.get("epoch", 0)), trial_id=tid,
+                       status=TRIAL_STATUS.get(outcome.status, "failed"), hp=hp,
+                       queue_time_s=_queue_time(outcome.last, wall))
 
 
 def ensure_test(record: RunRecord, data: DataBundle) -> RunRecord:
@@ -120,10 +137,12 @@ def unimodal_rows(unimodal: Mapping[int, Mapping[str, RunRecord]], base: TrainCo
 
 
 def runs_rows(records: Mapping[int, RunRecord], configs: Mapping[int, TrainConfig],
-              spec: DatasetSpec, trial_ids: Mapping[str, str] | None = None) -> Rows:
-    """Rows of one record per seed; ``trial_ids`` maps a run name to the trial that trained it."""
+              spec: DatasetSpec, trial_ids: Mapping[str, str] | None = None,
+              hp: Mapping[str, Any] | None = None) -> Rows:
+    """Rows of one record per seed; ``trial_ids`` maps a run name to the trial that trained it;
+    ``hp``: the searched hyper-parameters of the configuration (a sweep's best values)."""
     ids = trial_ids or {}
-    return {rec.name: record_rows(rec, configs[seed], spec, ids.get(rec.name, ""))
+    return {rec.name: record_rows(rec, configs[seed], spec, ids.get(rec.name, ""), hp)
             for seed, rec in records.items()}
 
 
@@ -141,14 +160,16 @@ def sweep_rows(outcomes: Sequence[TrialOutcome], spec: DatasetSpec) -> Rows:
 
 def display_frame(df: pd.DataFrame) -> pd.DataFrame:
     """Results for the printed table: each unimodal run labelled with its modality."""
-    modality = df["config_json"].map(lambda c: json.loads(c).get("params", {}).get("modality"))
-    uni = (df["strategy"] == "unimodal") & modality.notna()
+    modality = (df["run_modality"] if "run_modality" in df.columns else
+                df["config_json"].map(lambda c: json.loads(c).get("params", {}).get("modality")))
+    uni = (df["strategy"] == "unimodal") & modality.notna() & (modality != "")
     return df.assign(strategy=df["strategy"].where(~uni, "unimodal:" + modality.astype(str)))
 
 
-def write_and_summarise(rows: Rows, storage: str | Path | Storage, split: str = "test") -> str:
-    """Write ``rows`` under ``<storage>/results``, read them back and format the summary."""
-    folder = Storage.open(storage).uri(RESULTS_DIR)
+def write_and_summarise(rows: Rows, results: str | Path | Storage, split: str = "test") -> str:
+    """Write ``rows`` into the Parquet folder ``results`` (a layout's ``results/``), read them
+    back and format the summary."""
+    folder = Storage.open(results).location
     write_parquet([row for part in rows.values() for row in part], folder)
     df = read_results(folder)
     mine = display_frame(df[df["run_id"].isin(list(rows))])

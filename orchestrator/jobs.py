@@ -12,7 +12,6 @@ up on it.
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -33,10 +32,10 @@ from orchestrator.trials import run_in_trials, trains_in_trial
 from trainers.compare import unimodal_configs, val_score_text
 from trainers.config import TrainConfig
 from trainers.data import DataBundle
+from trainers.layout import default_root
 from trainers.runs import RunRecord
 from trainers.storage import Storage, StorageError
 
-STORAGE_ENV = "FUSION_STORAGE"
 __all__ = ["StorageError", "default_storage", "prepare_storage", "run_jobs", "train_unimodal"]
 
 
@@ -45,7 +44,9 @@ class JobsFailed(RuntimeError):
 
 
 def default_storage() -> str:
-    return os.environ.get(STORAGE_ENV) or "./results"
+    """The storage root of every command (:mod:`trainers.layout`): ``$FUSION_STORAGE`` or
+    ``./fusion-results``."""
+    return default_root()
 
 
 def prepare_storage(location: str | Path) -> Storage:

@@ -1,5 +1,6 @@
-"""``python -m orchestrator report RESULTS_DIR``: a self-contained folder (``report.md`` + PNGs)
-that is only a view of the Parquet results (``orchestrator.results``).
+"""``python -m orchestrator report [ROOT]``: a self-contained folder (``ROOT/reports``:
+``report.md`` + PNGs) that is only a view of the Parquet results in ``ROOT/results``
+(``orchestrator.results``).
 
 Sections, each present when the results hold its rows: the comparison table (test accuracy, or
 mAP for reid, of the fused output and of each modality; mean ± sample std over seeds), the
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ import pandas as pd
 from orchestrator import report_plots as plots
 from orchestrator.results import FUSED, read_results, summary_table
 from orchestrator.sweep_summary import SweepSummary, summarise_sweep
+from trainers.layout import Layout, layout_warnings
 from trainers.storage import Storage
 
 ORDER = ("fusion_concat", "fusion_avg", "ume", "unicat", "umt", "reconboost")
@@ -348,6 +351,23 @@ def default_report_location(results: str | Path) -> str:
     only, so ``pd.read_parquet`` keeps reading it)."""
     location = Storage.open(results).location
     return location.rsplit("/", 1)[0] + "/reports"
+
+
+def report_input(location: str | Path | None, out: str | Path | None = None
+                 ) -> tuple[str, str]:
+    """(results folder, report folder) of ``report [ROOT]``: a storage root gives ``ROOT/results``
+    and ``ROOT/reports`` (the default root when None); a folder of Parquet parts is read as it is,
+    its report written to ``reports/`` beside it. Older layouts are named on stderr."""
+    layout = Layout.open(location)
+    for line in layout_warnings(layout, is_default=location is None):
+        print(line, file=sys.stderr, flush=True)
+    if layout.results.is_dir() or not layout.root.is_dir():
+        results = layout.results
+        if not results.is_dir():
+            raise ReportError(f"no results in {results} (nor a storage root at {layout.root}); "
+                              "run a sweep first, or pass the --storage ROOT it used")
+        return results.location, str(out or layout.reports.location)
+    return layout.root.location, str(out or default_report_location(layout.root.location))
 
 
 def build_report(results: str | Path, out: str | Path | None = None,

@@ -7,26 +7,31 @@ writers in different processes (Tune trials, Ray tasks, machines sharing NFS/S3)
 same file unless they write the same run, and then the last complete write wins (a rerun of a
 deterministic ``run_id`` replaces its rows instead of duplicating them). Write all rows of a run
 in one call. ``pd.read_parquet(path)`` opens the directory in one line (while every part has the
-current version); :func:`read_results` also validates and migrates parts of older versions, and
+current version); :func:`read_results` also validates and migrates parts of older versions, adds
+one ``hp.<name>`` column per searched hyper-parameter (flattened from ``hp_json``), and
 leaves out a part that is not readable Parquet with a one-line ``UnreadablePartWarning``. Paths
 may be local or ``s3://``/``gs://`` URIs (through :mod:`trainers.storage`; tested on a local S3
 server).
 
 | column | type | meaning |
 |---|---|---|
-| `schema_version` | int64 | version of this schema the row was written with (currently 1) |
+| `schema_version` | int64 | version of this schema the row was written with (currently 2) |
 | `run_id` | string | deterministic run name (`trainers.runs.run_name`), no timestamps |
 | `trial_id` | string | Ray Tune trial id, `""` when the run was not a Tune trial |
 | `strategy` | string | strategy name (`unimodal`, `fusion_concat`, `ume`, `unicat`, `umt`, ...) |
+| `run_modality` | string | the modality a `unimodal` run trained on; `""` for other runs |
 | `dataset` | string | dataset name as registered |
 | `dataset_version` | string | data recipe and its version, e.g. `cremad-stft512-v1` |
 | `seed` | int64 | random seed of the run |
 | `split` | string | `train`, `val`, `test`, `query` or `gallery` |
 | `modality` | string | `fused` for the model's output, or a modality name (per-modality metric) |
 | `metric` | string | `accuracy`, `macro_f1`, `map`, `rank1`/`5`/`10`, `minp`, `loss`, ... |
-| `value` | float64 | the number; fractions in [0, 1] for accuracy/F1/mAP/CMC/mINP; NaN = failed |
+| `value` | float64 | the number; fractions in [0, 1] for accuracy/F1/mAP/CMC/mINP; NaN = none |
+| `status` | string | `finished`, `stopped` (by the Tune scheduler: ASHA), `diverged`, `failed` |
 | `config_json` | string | the run's full config as canonical JSON (sorted keys, no spaces) |
-| `wall_time_s` | float64 | wall-clock seconds the run took |
+| `hp_json` | string | the searched hyper-parameters (a trial's sampled values) as canonical JSON |
+| `wall_time_s` | float64 | wall-clock seconds of training only |
+| `queue_time_s` | float64 | seconds outside training (waiting, start-up); NaN = unknown |
 | `epochs` | int64 | epochs consumed (after early stopping / model selection) |
 | `selected_on` | string | split that selected epochs/stages/hyper-params: `val` (see below) |
 | `created_by` | string | package and version that wrote the row, e.g. `fusion-orchestrator 0.1.0` |
@@ -37,15 +42,18 @@ and ``test`` numbers reproduced with published code that selects on test.
 Validation on write (a ``ValueError`` naming the column, the bad value and the run): unknown split,
 empty string fields (``trial_id`` excepted), non-JSON-serialisable config, wrong types, duplicate
 (run_id, split, modality, metric), fraction metrics outside [0, 1], and non-finite numbers. The one
-exception: ``value`` may be NaN, meaning "this metric of this run could not be computed" (a failed
-or diverged run); :func:`summary_table` reports those in ``n_failed`` and leaves them out of mean
-and std. +/-inf is always rejected.
+exception: ``value`` may be NaN, meaning "this metric of this run could not be computed" (the
+``status`` column says why: a ``diverged`` or ``failed`` run); :func:`summary_table` reports those
+in ``n_failed`` and leaves them out of mean and std. +/-inf is always rejected.
 
 Schema versions live in the Parquet key-value metadata (``fusion_orchestrator.schema_version``)
 and in the ``schema_version`` column. Version 0 (the early prototype, no version recorded) was
 wide: one row per run x split x modality with one float column ``metric.<name>`` per metric and no
 ``schema_version``, ``trial_id``, ``dataset_version``, ``selected_on`` or ``created_by`` columns.
-:data:`MIGRATIONS` upgrades it to version 1 on read.
+Version 1 had no ``run_modality``, ``status``, ``hp_json`` or ``queue_time_s`` (NaN ``value``
+meant failed, and ``wall_time_s`` of a stopped trial was Tune's total). :data:`MIGRATIONS`
+upgrades each version to the next on read (v1 rows: ``status`` ``failed`` for a run with a NaN
+value, else ``finished``; ``hp_json`` ``{}``; ``queue_time_s`` NaN).
 """
 
 from __future__ import annotations
@@ -69,11 +77,13 @@ import pyarrow.parquet as pq
 
 from trainers.storage import Storage
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 VERSION_KEY = b"fusion_orchestrator.schema_version"
 SPLITS = ("train", "val", "test", "query", "gallery")
 SELECTED_ON = ("val", "test", "unknown")
 FUSED = "fused"
+STATUSES = ("finished", "stopped", "diverged", "failed")
+HP_PREFIX = "hp."  # read_results: one column per searched hyper-parameter, e.g. hp.lr
 FRACTION_METRICS = frozenset({"accuracy", "macro_f1", "map", "rank1", "rank5", "rank10", "minp"})
 
 _FIELDS: tuple[tuple[str, pa.DataType, str], ...] = (
@@ -81,6 +91,7 @@ _FIELDS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("run_id", pa.string(), "deterministic run name (no timestamps)"),
     ("trial_id", pa.string(), "Ray Tune trial id, empty when not a Tune trial"),
     ("strategy", pa.string(), "strategy name"),
+    ("run_modality", pa.string(), "the modality of a unimodal run, empty for other runs"),
     ("dataset", pa.string(), "dataset name"),
     ("dataset_version", pa.string(), "data recipe / preprocessing version"),
     ("seed", pa.int64(), "random seed"),
@@ -88,8 +99,11 @@ _FIELDS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("modality", pa.string(), "'fused' or a modality name"),
     ("metric", pa.string(), "metric name, e.g. accuracy, macro_f1, map, rank1, minp, loss"),
     ("value", pa.float64(), "metric value; fractions in [0, 1]; NaN = could not be computed"),
+    ("status", pa.string(), "the run's outcome: finished, stopped, diverged or failed"),
     ("config_json", pa.string(), "full run config as canonical JSON (sorted keys)"),
-    ("wall_time_s", pa.float64(), "wall-clock seconds of the run"),
+    ("hp_json", pa.string(), "the searched hyper-parameters as canonical JSON, {} if none"),
+    ("wall_time_s", pa.float64(), "wall-clock seconds of training (no queueing)"),
+    ("queue_time_s", pa.float64(), "seconds outside training (waiting, start-up); NaN = unknown"),
     ("epochs", pa.int64(), "epochs consumed"),
     ("selected_on", pa.string(), "split used for model selection"),
     ("created_by", pa.string(), "package version that wrote the row"),
@@ -100,7 +114,7 @@ SCHEMA = pa.schema(
 )
 COLUMNS = tuple(SCHEMA.names)
 _KEY = ["run_id", "split", "modality", "metric"]
-_MAY_BE_EMPTY = frozenset({"trial_id"})
+_MAY_BE_EMPTY = frozenset({"trial_id", "run_modality"})
 
 
 def canonical_json(config: Mapping[str, Any] | Any) -> str:
@@ -140,10 +154,14 @@ def result_rows(
     trial_id: str = "",
     selected_on: str = "val",
     created_by: str | None = None,
+    status: str = "finished",
+    hp: Mapping[str, Any] | None = None,
+    queue_time_s: float = math.nan,
 ) -> list[dict[str, Any]]:
-    """Validated long-format rows from ``{split: {modality_or_fused: {metric: value}}}``."""
+    """Validated long-format rows from ``{split: {modality_or_fused: {metric: value}}}``;
+    ``hp`` are the searched hyper-parameters (a sweep's sampled values)."""
     try:
-        config_json = canonical_json(config)
+        config_json, hp_json = canonical_json(config), canonical_json(dict(hp or {}))
     except ValueError as e:
         raise ValueError(f"result_rows: run {run_id!r}: {e}") from None
     common = {
@@ -151,11 +169,15 @@ def result_rows(
         "run_id": run_id,
         "trial_id": trial_id,
         "strategy": strategy,
+        "run_modality": run_modality(strategy, config_json),
         "dataset": dataset,
         "dataset_version": dataset_version,
         "seed": seed,
+        "status": status,
         "config_json": config_json,
+        "hp_json": hp_json,
         "wall_time_s": wall_time_s,
+        "queue_time_s": queue_time_s,
         "epochs": epochs,
         "selected_on": selected_on,
         "created_by": package_version() if created_by is None else created_by,
@@ -173,6 +195,15 @@ def result_rows(
         row["value"] = _as_float(row)
     _validate(pd.DataFrame(rows, columns=list(COLUMNS)), "result_rows")
     return rows
+
+
+def run_modality(strategy: str, config_json: str) -> str:
+    """The modality a unimodal run trained on (its ``params.modality``), else ``""``."""
+    if strategy != "unimodal":
+        return ""
+    params = json.loads(config_json).get("params")
+    modality = params.get("modality") if isinstance(params, dict) else None
+    return str(modality) if modality else ""
 
 
 def write_results(
@@ -224,7 +255,18 @@ def read_results(path: str | Path) -> pd.DataFrame:
         raise FileNotFoundError(f"no results at {path}; write some with write_results first")
     folder = not store.is_file()
     tables = [t for f in files if (t := _read_or_skip(fs, f, folder)) is not None]
-    return pa.concat_tables(tables or [SCHEMA.empty_table()]).to_pandas()
+    return with_hp_columns(pa.concat_tables(tables or [SCHEMA.empty_table()]).to_pandas())
+
+
+def with_hp_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with one ``hp.<name>`` column per searched hyper-parameter (from ``hp_json``; NaN
+    for runs that did not search it), right after ``hp_json``."""
+    hps = [json.loads(t) for t in df["hp_json"]]
+    names = sorted({k for hp in hps for k in hp})
+    at = list(df.columns).index("hp_json") + 1
+    for i, name in enumerate(names):
+        df.insert(at + i, HP_PREFIX + name, [hp.get(name, math.nan) for hp in hps])
+    return df
 
 
 class UnreadablePartWarning(UserWarning):
@@ -296,7 +338,7 @@ def format_summary(df: pd.DataFrame, *, scale: float = 100.0, digits: int = 2) -
 
 def _validate(df: pd.DataFrame, source: str) -> None:
     missing = [c for c in COLUMNS if c not in df.columns]
-    extra = [c for c in df.columns if c not in COLUMNS]
+    extra = [c for c in df.columns if c not in COLUMNS and not c.startswith(HP_PREFIX)]
     if missing or extra:
         raise ValueError(
             f"{source}: columns do not match schema version {SCHEMA_VERSION}: missing {missing}, "
@@ -325,6 +367,13 @@ def _check_values(df: pd.DataFrame, source: str) -> None:
     checks: list[tuple[str, pd.Series, str]] = [
         ("schema_version", df["schema_version"] != SCHEMA_VERSION, f"write {SCHEMA_VERSION}"),
         ("split", ~df["split"].isin(SPLITS), f"use one of {list(SPLITS)}"),
+        ("status", ~df["status"].isin(STATUSES), f"use one of {list(STATUSES)}"),
+        (
+            "queue_time_s",
+            ~((df["queue_time_s"] >= 0) | df["queue_time_s"].isna()),
+            "use seconds >= 0, or NaN when not measured",
+        ),
+        ("hp_json", ~df["hp_json"].map(_is_canonical), "build it with canonical_json"),
         ("selected_on", ~df["selected_on"].isin(SELECTED_ON), f"use one of {list(SELECTED_ON)}"),
         (
             "wall_time_s",
@@ -354,7 +403,8 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_float(v: Any) -> bool:
-    """Ints count as floats; NaN passes here (only ``value`` keeps it), +/-inf never does."""
+    """Ints count as floats; NaN passes here (only ``value`` and ``queue_time_s`` keep it),
+    +/-inf never does."""
     return _is_int(v) or (isinstance(v, float) and not math.isinf(v))
 
 
@@ -431,10 +481,31 @@ def _v0_to_v1(df: pd.DataFrame) -> pd.DataFrame:
         selected_on="unknown",
         created_by="unknown (migrated from schema version 0)",
     )
-    return long.sort_values(_KEY, kind="stable").reset_index(drop=True)[list(COLUMNS)]
+    return long.sort_values(_KEY, kind="stable").reset_index(drop=True)[
+        ["schema_version", *_V1_COLUMNS]]
 
 
-MIGRATIONS: dict[int, Migration] = {0: Migration(0, _V0_COLUMNS, _v0_to_v1)}
+_V1_COLUMNS = (
+    "run_id", "trial_id", "strategy", "dataset", "dataset_version", "seed", "split", "modality",
+    "metric", "value", "config_json", "wall_time_s", "epochs", "selected_on", "created_by",
+)  # fmt: skip
+
+
+def _v1_to_v2(df: pd.DataFrame) -> pd.DataFrame:
+    """Adds ``run_modality`` (from the config), ``status`` (``failed`` for a run with a NaN
+    value, which meant failure in version 1, else ``finished``), ``hp_json`` (``{}``: version 1
+    did not record what was searched) and ``queue_time_s`` (NaN: not measured)."""
+    failed = set(df.loc[df["value"].isna(), "run_id"])
+    modality = [run_modality(s, c) for s, c in zip(df["strategy"], df["config_json"], strict=True)]
+    df = df.assign(schema_version=2, run_modality=modality, hp_json="{}", queue_time_s=math.nan,
+                   status=["failed" if r in failed else "finished" for r in df["run_id"]])
+    return df[list(COLUMNS)]
+
+
+MIGRATIONS: dict[int, Migration] = {
+    0: Migration(0, _V0_COLUMNS, _v0_to_v1),
+    1: Migration(1, _V1_COLUMNS, _v1_to_v2),
+}
 
 
 def _read_part(fs: pafs.FileSystem, file: str) -> pa.Table:

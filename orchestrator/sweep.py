@@ -32,7 +32,6 @@ from orchestrator.ray_utils import driver_resources
 from orchestrator.space import SearchSpace, native
 from orchestrator.train_fn import (
     BEST_KEY,
-    RAY_DIR,
     DataRef,
     JobResources,
     JobSpec,
@@ -55,6 +54,7 @@ from trainers.checkpoint import resolving
 from trainers.config import ConfigError, TrainConfig
 from trainers.data.contract import DatasetSpec
 from trainers.experiment import SCHEDULERS, SEARCHERS
+from trainers.layout import ray_files
 from trainers.loop import TrainingDiverged, selection_score
 from trainers.runs import RunRecord
 from trainers.storage import Storage
@@ -257,13 +257,13 @@ def _fit(ctx: SweepContext, cfg: SweepConfig, resume: bool, search_alg: Any,
                           "use --workers-per-job 1 or --seeds-per-trial 1")
     ctx = replace(ctx, resources=resolve_resources(ctx.resources))
     name = experiment_name(ctx, cfg)
-    with experiment_lock(ctx.storage.child(RAY_DIR, "tune"), name):
+    with experiment_lock(ray_files(ctx.storage, "tune"), name):
         return _run_locked(ctx, cfg, name, resume, search_alg, scheduler_), ctx
 
 
 def _run_locked(ctx: SweepContext, cfg: SweepConfig, name: str, resume: bool,
                 search_alg: Any, scheduler_: Any) -> tune.ResultGrid:
-    state = ctx.storage.child(RAY_DIR, "tune", name)
+    state = ray_files(ctx.storage, "tune").child(name)
     path = state.location
     if resume:
         if not tune.Tuner.can_restore(state.path(), storage_filesystem=state.fs):

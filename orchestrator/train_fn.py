@@ -42,6 +42,7 @@ from orchestrator.worker import (
 from trainers.config import ConfigError, TrainConfig
 from trainers.data import DataBundle, create_dataset, list_datasets
 from trainers.data.contract import DatasetSpec
+from trainers.layout import ray_files
 from trainers.loop import TrainingDiverged
 from trainers.runs import RunRecord, load_record, run_name
 from trainers.storage import Storage
@@ -171,10 +172,12 @@ class JobResources:
 
 def ray_storage(storage: Storage, kind: str) -> dict[str, Any]:
     """``storage_path`` and ``storage_filesystem`` for Ray Train or Tune (``kind``): Ray's own
-    files live under ``<storage>/_ray/<kind>``, on the same filesystem as the run store."""
-    if storage.is_local:
-        return {"storage_path": storage.path(RAY_DIR, kind)}
-    return {"storage_path": storage.path(RAY_DIR, kind), "storage_filesystem": storage.fs}
+    files live under ``<root>/_ray/<kind>`` (:func:`trainers.layout.ray_files`), on the same
+    filesystem as the run store."""
+    where = ray_files(storage, kind)
+    if where.is_local:
+        return {"storage_path": where.root}
+    return {"storage_path": where.root, "storage_filesystem": where.fs}
 
 
 def fit_job(job: JobSpec, resources: JobResources,

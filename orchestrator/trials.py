@@ -21,7 +21,7 @@ from typing import Any
 
 from ray import tune
 
-from orchestrator.train_fn import RAY_DIR, JobResources, JobSpec, ray_storage
+from orchestrator.train_fn import JobResources, JobSpec, ray_storage
 from orchestrator.worker import (
     BEST_KEY,
     TuneSink,
@@ -30,6 +30,7 @@ from orchestrator.worker import (
     running_best,
     train_job,
 )
+from trainers.layout import ray_files
 
 Adjust = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -142,7 +143,7 @@ def run_in_trials(jobs: Sequence[JobSpec], resources: JobResources,
     storage = jobs[0].storage
     by_name = {job.name: job for job in jobs}
     name = batch_name(jobs)
-    state = storage.child(RAY_DIR, JOBS_DIR, name)
+    state = ray_files(storage, JOBS_DIR).child(name)
     if state.is_dir():  # a batch that was interrupted: its runs resume from their own state
         state.delete()
     tuner = tune.Tuner(

@@ -10,7 +10,7 @@ where reports and the resumable state go:
 * :class:`TuneSink` (single-worker jobs and trials: the trial process IS the worker, so a job
   costs its training, not the start of a Train controller and a worker that import torch):
   metrics go to ``tune.report`` and the loop state is written to the run store's
-  ``_ray/state/<run>.pt``, keyed by run name. A trial that Tune retries after a failure, a
+  ``<root>/_ray/state/<run>.pt``, keyed by run name. A trial that Tune retries after a failure, a
   sweep resumed with ``--resume`` and a rerun of an interrupted script all resume the run
   from there. (Train's local mode, ``ScalingConfig(num_workers=0)``, is no help inside
   a Tune trial: Ray 2.60 refuses ``ray.train`` calls in a function run by Tune.)
@@ -42,6 +42,7 @@ from trainers.checkpoint import resolving
 from trainers.config import ConfigError, TrainConfig
 from trainers.data import DataBundle, create_dataset
 from trainers.distributed import world
+from trainers.layout import ray_files
 from trainers.loop import EpochReport, TrainingDiverged
 from trainers.runs import save_run
 
@@ -135,7 +136,7 @@ class TuneSink:
 
     def __init__(self, job: JobSpec,
                  adjust: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
-        self.store = job.storage.child(RAY_DIR, STATE_DIR)
+        self.store = ray_files(job.storage, STATE_DIR)
         self.file = f"{job.name}.pt"
         self.adjust = adjust or (lambda metrics: metrics)  # e.g. several seeds in one trial
 

@@ -48,6 +48,7 @@ from trainers.experiment import (
     parse_with_config,
     train_options,
 )
+from trainers.layout import DEFAULT_ROOT, Layout, layout_warnings
 from trainers.runs import RunRecord
 from trainers.storage import Storage
 
@@ -86,11 +87,12 @@ class Setup:
     data: DataBundle
     base: TrainConfig
     seeds: tuple[int, ...]
-    storage: Storage
+    storage: Storage  # the run store, ``layout.runs``
     resources: JobResources
     address: str | None
     resume: bool
     sweep: SweepConfig | None
+    layout: Layout  # the storage root (``--storage``; its ``smoke/`` layout for --smoke-test)
     params: Mapping[str, Mapping[str, object]] = field(default_factory=dict)  # per strategy
 
 
@@ -105,10 +107,11 @@ def parser(script: Script) -> argparse.ArgumentParser:
     p.add_argument("--seeds", nargs="+", type=int, default=None,
                    help=f"seeds of the final runs (mean ± std); default {list(script.full.seeds)}"
                         + (", the sweep itself uses the first" if script.strategy else ""))
-    p.add_argument("--storage", default=default_storage(),
-                   help="run store and results: a folder, an NFS/EFS mount or a URI such as "
-                        "s3://bucket/prefix, shared by all nodes (default: $FUSION_STORAGE or "
-                        "./results)")
+    p.add_argument("--storage", default=None,
+                   help="storage root (runs/, results/, reports/, _ray/): a folder, an NFS/EFS "
+                        "mount or a URI such as s3://bucket/prefix, shared by all nodes "
+                        f"(default: $FUSION_STORAGE or {DEFAULT_ROOT}; --smoke-test uses its "
+                        "smoke/ folder)")
     p.add_argument("--epochs", type=int, default=None,
                    help=f"epochs per run (default {script.full.epochs})")
     p.add_argument("--cpus-per-job", type=float, default=1.0,
@@ -120,7 +123,8 @@ def parser(script: Script) -> argparse.ArgumentParser:
                    help="Train workers per job (N > 1: data-parallel DDP, one GPU each when "
                         "GPUs are used; default 1)")
     p.add_argument("--smoke-test", action="store_true",
-                   help="tiny models, epochs and trials: finishes in about a minute")
+                   help="tiny models, epochs and trials: finishes in about a minute; written "
+                        "under <storage>/smoke, apart from full runs")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run of the same arguments (finished runs are "
                         "always reused; interrupted Train runs go on from their checkpoints)")
@@ -182,14 +186,29 @@ def setup(script: Script, args: argparse.Namespace) -> Setup:
     resources = JobResources(cpus_per_worker=args.cpus_per_job,
                              gpus_per_worker=parse_gpus(args.gpus_per_job),
                              workers=args.workers_per_job)
-    return Setup(data_ref, data_ref.load(), base, seeds, prepare_storage(args.storage),
-                 resources, args.address, args.resume, sweep, args.strategy_params)
+    layout, runs = script_layout(args)
+    return Setup(data_ref, data_ref.load(), base, seeds, runs, resources, args.address,
+                 args.resume, sweep, layout, args.strategy_params)
 
 
 def search_hooks(args: argparse.Namespace) -> dict[str, str]:
     """``--searcher`` / ``--scheduler`` (or the file's) as SweepConfig keywords (it checks
     their values)."""
     return {k: getattr(args, k) for k in ("searcher", "scheduler") if getattr(args, k)}
+
+
+def script_layout(args: argparse.Namespace) -> tuple[Layout, Storage]:
+    """The layout of ``--storage`` (default :func:`default_storage`), or its ``smoke/`` layout
+    for ``--smoke-test``, and its run store, checked writable; warnings about older layouts
+    (or a root inside Ray's runtime-env cache) are printed, one line each."""
+    main = Layout.open(args.storage or default_storage())
+    layout = main.smoke() if args.smoke_test else main
+    prepare_storage(main.root.location)  # errors name the root the user gave
+    runs = layout.runs
+    runs.makedirs()
+    for line in layout_warnings(main, is_default=args.storage is None):
+        print(line, file=sys.stderr, flush=True)
+    return layout, runs
 
 
 def parse_gpus(text: str) -> float | None:
@@ -227,8 +246,9 @@ def tune_and_report(s: Setup, extra: Mapping[str, object]) -> str:
     else:
         configs = {seed: space.apply(cfg, best.values) for seed, cfg in bases.items()}
         finals = final_runs(ctx, configs, s.data)
-        rows.update(runs_rows(finals, configs, spec, {best.job.name: best.trial_id}))
-    return write_and_summarise(rows, s.storage)
+        rows.update(runs_rows(finals, configs, spec, {best.job.name: best.trial_id},
+                              best.values))
+    return write_and_summarise(rows, s.layout.results)
 
 
 @contextmanager

@@ -8,7 +8,7 @@ and scored on test once. Results: Parquet under <storage>/results, and a mean ±
 Examples:
   python sweeps/umt_tune.py                      # local Ray, embedded data, ~5 min on 2 cores
   python sweeps/umt_tune.py --smoke-test         # about a minute
-  python sweeps/umt_tune.py --address auto --storage /mnt/shared/results --num-samples 32
+  python sweeps/umt_tune.py --address auto --storage /mnt/shared/fusion-results --num-samples 32
 """
 
 from __future__ import annotations

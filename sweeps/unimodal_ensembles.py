@@ -5,13 +5,14 @@ there are GPUs) or reused from the run store, then the ensembles per seed from t
 with no joint training: UME (mean of the unimodal softmax probabilities) for classification,
 UniCat (concatenated, L2-normalised embeddings) for re-identification. Every run is scored on
 test (reid: query vs gallery) once.
-Results: Parquet under <storage>/results, and a mean ± std table over the seeds.
+Results: Parquet under <storage>/results (runs in <storage>/runs), and a mean ± std table over
+the seeds.
 
 Examples:
   python sweeps/unimodal_ensembles.py                 # local Ray, embedded data, seeds 0 1 2
   python sweeps/unimodal_ensembles.py --smoke-test    # about a minute
   python sweeps/unimodal_ensembles.py --dataset reid_synth   # UniCat on the synthetic reid set
-  python sweeps/unimodal_ensembles.py --address auto --storage /mnt/shared/results
+  python sweeps/unimodal_ensembles.py --address auto --storage /mnt/shared/fusion-results
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def body(s: Setup) -> str:
     bases = strategy_bases(ENSEMBLE[s.data.spec.task], s.base, unimodal)
     rows = {**unimodal_rows(unimodal, s.base, s.data),
             **runs_rows(ensemble_runs(s.data, bases, s.storage), bases, s.data.spec)}
-    return write_and_summarise(rows, s.storage)
+    return write_and_summarise(rows, s.layout.results)
 
 
 def main(argv: list[str] | None = None) -> int:

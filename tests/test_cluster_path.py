@@ -43,7 +43,7 @@ def test_scripts_report_and_reuse_on_s3(ray_session: str, s3_server: str,
     first = capsys.readouterr().out
     assert len(re.findall(r"\[jobs\] trained unimodal:m\d seed 0", first)) == 2
     store = Storage.open(storage)
-    table = pq.read_table(store.path("results"), filesystem=store.fs).to_pandas()
+    table = pq.read_table(store.path("smoke", "results"), filesystem=store.fs).to_pandas()
     assert {"unimodal", "ume"} <= set(table["strategy"])
     assert not any(Path.cwd().glob("s3:*"))  # no local folder named after the URI
 
@@ -53,11 +53,11 @@ def test_scripts_report_and_reuse_on_s3(ray_session: str, s3_server: str,
 
     assert umt_tune.main([*COMMON, "--storage", storage, "--num-samples", "1"]) == 0
     assert "umt" in capsys.readouterr().out
-    proc = subprocess.run([sys.executable, "-m", "orchestrator", "report", f"{storage}/results"],
+    proc = subprocess.run([sys.executable, "-m", "orchestrator", "report", f"{storage}/smoke"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert store.is_file("reports", "report.md")
-    assert "umt" in store.read_text("reports", "report.md")
+    assert store.is_file("smoke", "reports", "report.md")
+    assert "umt" in store.read_text("smoke", "reports", "report.md")
 
 
 def test_killed_trial_resumes_from_its_s3_state(ray_session: str, s3_server: str) -> None:
@@ -114,7 +114,8 @@ def test_two_nodes_in_different_folders_share_only_s3(s3_server: str, tmp_path: 
                       proc.stdout)
     assert {node for _, node in used} == nodes and len(nodes) == 2
     store = Storage.open(storage)
-    assert sum(1 for f in store.list() if f.base_name.startswith("reid_synth-")) == 4
+    runs = store.child("smoke", "runs").list()  # --smoke-test: the smoke/ layout
+    assert sum(1 for f in runs if f.base_name.startswith("reid_synth-")) == 4
     for d in dirs:  # nothing of the store was written to a node's own folder
         assert not list(d.rglob("result.json")) and not list(d.rglob("*.parquet"))
     assert not ray_processes(own_tmp)

@@ -183,11 +183,11 @@ def test_results_of_an_older_schema_are_migrated(tmp_path: Path) -> None:
     rows = {f"r{s}": result_rows(f"r{s}", "ume", "synthetic_both", s, {"seed": s},
                                  {"test": {"fused": {"accuracy": 0.6}}}, dataset_version="v1",
                                  wall_time_s=1.0, epochs=0) for s in (0, 2)}
-    table = write_and_summarise(rows, tmp_path)
+    table = write_and_summarise(rows, tmp_path / "results")
     assert "ume" in table and "60.00 ± 0.00" in table
     df = read_results(tmp_path / "results")
     assert set(df["run_id"]) == {"old-run", "r0", "r2"}
-    assert df.loc[df["run_id"] == "old-run", "schema_version"].tolist() == [1]
+    assert df.loc[df["run_id"] == "old-run", "schema_version"].tolist() == [2]
 
 
 def test_unimodal_runs_are_labelled_by_modality() -> None:

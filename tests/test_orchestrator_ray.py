@@ -59,6 +59,11 @@ def ray_processes(tmp: str, wait_s: float = 5.0) -> list[str]:
         time.sleep(0.5)
 
 
+def smoke_runs(store: Path) -> Path:
+    """The run store of a ``--smoke-test`` script given ``--storage store``."""
+    return store / "smoke" / "runs"
+
+
 def mtimes(store: Path, pattern: str) -> dict[str, float]:
     return {str(p): p.stat().st_mtime for p in store.glob(f"{pattern}/model.pt")}
 
@@ -69,17 +74,17 @@ def test_unimodal_jobs_ensembles_and_reuse(ray_session: str, store: Path,
     out = capsys.readouterr().out
     assert len(re.findall(r"\[jobs\] trained unimodal:m\d seed 0", out)) == 2
     assert re.search(r"ume\s+\d+\.\d\d", out) and "unimodal:m2" in out
-    df = read_results(store / "results")
+    df = read_results(store / "smoke" / "results")
     assert list(df.columns) == list(COLUMNS)
     test = df[df["split"] == "test"]
     assert sorted(test["strategy"].unique()) == ["ume", "unimodal"]
     assert test["run_id"].nunique() == 3 and (test["value"].between(0, 1)).all()
-    before = mtimes(store, "synthetic_both-*")
+    before = mtimes(smoke_runs(store), "synthetic_both-*")
 
     assert unimodal_ensembles.main([*COMMON, "--address", "auto", "--storage", str(store)]) == 0
     out = capsys.readouterr().out
     assert "[jobs] reusing 2 finished run(s)" in out and "[jobs] training" not in out
-    assert mtimes(store, "synthetic_both-*") == before  # nothing was trained or rewritten
+    assert mtimes(smoke_runs(store), "synthetic_both-*") == before  # nothing trained or rewritten
 
 
 def test_worker_failure_resumes_from_checkpoint(ray_session: str, store: Path) -> None:
@@ -103,11 +108,12 @@ def test_umt_sweep_with_a_diverging_trial(ray_session: str, store: Path,
     out = capsys.readouterr().out
     assert code == 0, out[-3000:]
     assert "diverged" in out and "finished" in out and re.search(r"umt\s+\d+\.\d\d", out)
-    df = read_results(store / "results")
+    df = read_results(store / "smoke" / "results")
     umt = df[df["strategy"] == "umt"]
     failed = umt[umt["value"].map(math.isnan)]
     assert len(failed) >= 1 and (failed["trial_id"] != "").all() and set(failed["split"]) == {
         "val"}
+    assert set(failed["status"]) == {"diverged"}  # the status column says why, not NaN
     best = umt[(umt["split"] == "test") & (umt["modality"] == "fused")
                & (umt["metric"] == "accuracy")]
     assert len(best) == 1 and best["trial_id"].iloc[0] != ""  # seed 0 reuses the winning trial
@@ -121,7 +127,7 @@ def test_reconboost_sweep_warm_started(ray_session: str, store: Path,
     assert code == 0, out[-3000:]
     assert "[jobs] reusing 2 finished run(s)" in out  # the warm starts: ensembles test's runs
     assert re.search(r"reconboost\s+\d+\.\d\d", out)
-    df = read_results(store / "results")
+    df = read_results(store / "smoke" / "results")
     rb = df[(df["strategy"] == "reconboost") & (df["split"] == "test")]
     config = json.loads(rb["config_json"].iloc[0])
     assert set(config["params"]["warm_start"]) == {"m1", "m2"}
@@ -129,9 +135,10 @@ def test_reconboost_sweep_warm_started(ray_session: str, store: Path,
     # ensemble's state) are exactly those of the finished unimodal runs
     import torch
 
-    state = torch.load(store / rb["run_id"].iloc[0] / "model.pt", weights_only=True)["state"]
+    model = smoke_runs(store) / rb["run_id"].iloc[0] / "model.pt"
+    state = torch.load(model, weights_only=True)["state"]
     for m in ("m1", "m2"):
-        (uni_path,) = store.glob(f"synthetic_both-unimodal-{m}-*/model.pt")
+        (uni_path,) = smoke_runs(store).glob(f"synthetic_both-unimodal-{m}-*/model.pt")
         uni = torch.load(uni_path, weights_only=True)["state"]
         head = {k.removeprefix("model.head."): v for k, v in uni.items()
                 if k.startswith("model.head.")}
@@ -176,21 +183,22 @@ def test_interrupted_sweep_resumes(ray_session: str, store: Path,
             "--space", "lambda_distill=uniform:1:10"]
     own_tmp = tempfile.mkdtemp(prefix="rayi")
     env = {**os.environ, "RAY_TMPDIR": own_tmp}
-    tune_dir = store / RAY_DIR / "tune"
+    tune_dir = store / "smoke" / RAY_DIR / "tune"  # --smoke-test: the smoke/ layout
     done, finished = _interrupt_after_first_trial(["sweeps/umt_tune.py", *args], env, tune_dir)
     assert done.returncode == 130, done.stdout[-2000:] + done.stderr[-2000:]
     assert "dashboard: http://127.0.0.1:" in done.stderr
     assert "--resume" in done.stderr.strip().splitlines()[-1]
     assert not ray_processes(own_tmp)  # the script shut its Ray down
     shutil.rmtree(own_tmp, ignore_errors=True)
-    model_times = mtimes(store, "synthetic_both-umt-*")
+    model_times = mtimes(smoke_runs(store), "synthetic_both-umt-*")
 
     assert umt_tune.main([*args, "--address", "auto", "--resume"]) == 0
     out = capsys.readouterr().out
     assert "[sweep] resuming" in out and "umt sweep, 2 trial(s)" in out
     started = set(re.findall(r"Trial trial_fn_(\w+) started", out))
     assert not started & finished  # finished trials were not run again
-    assert all(mtimes(store, "synthetic_both-umt-*")[p] == t for p, t in model_times.items())
+    after = mtimes(smoke_runs(store), "synthetic_both-umt-*")
+    assert all(after[p] == t for p, t in model_times.items())
 
     # the same sweep never interrupted (its own store) ends with the same trials and winner
     fresh = [a if a != str(store) else str(store.parent / "uninterrupted") for a in args]

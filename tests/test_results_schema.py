@@ -64,7 +64,8 @@ def _reid_rows() -> list[dict[str, Any]]:
 
 
 def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
-    return df.sort_values(KEY).to_dict("records")
+    """Rows in key order; NaN (an unmeasured queue time) as None, so equal rows compare equal."""
+    return df.sort_values(KEY).astype(object).where(df.notna(), None).to_dict("records")
 
 
 def test_rows_follow_the_schema() -> None:
@@ -72,7 +73,7 @@ def test_rows_follow_the_schema() -> None:
     assert len(rows) == 5
     assert all(list(r) == list(COLUMNS) for r in rows)
     first = rows[0]
-    assert first["schema_version"] == SCHEMA_VERSION == 1
+    assert first["schema_version"] == SCHEMA_VERSION == 2
     assert first["config_json"] == '{"batch":64,"encoders":["resnet18","resnet18"],"lr":0.01}'
     assert first["trial_id"] == "" and first["selected_on"] == "val"
     assert first["created_by"].startswith("fusion-orchestrator")
@@ -99,7 +100,7 @@ def test_pandas_opens_results_in_one_line(tmp_path: Path) -> None:
     df = pd.read_parquet(tmp_path)
     assert len(df) == len(rows) and list(df.columns) == list(COLUMNS)
     part = next(tmp_path.glob("*.parquet"))
-    assert pq.read_schema(part).metadata[VERSION_KEY] == b"1"
+    assert pq.read_schema(part).metadata[VERSION_KEY] == b"2"
 
 
 def test_rewriting_a_run_replaces_it(tmp_path: Path) -> None:
@@ -187,7 +188,7 @@ def test_version_0_is_migrated(tmp_path: Path) -> None:
     df = read_results(tmp_path)
     old = df[df["run_id"] == "old-1"]
     assert len(old) == 5  # 3 accuracies + 2 measured macro-F1 (the NaN cell was "not measured")
-    assert set(old["schema_version"]) == {1} and set(old["trial_id"]) == {""}
+    assert set(old["schema_version"]) == {2} and set(old["trial_id"]) == {""}
     assert set(old["dataset_version"]) == {"unknown"} and set(old["selected_on"]) == {"unknown"}
     assert set(old["config_json"]) == {canonical_json({"lr": 0.1, "arch": "r18"})}
     row = old[(old["split"] == "test") & (old["modality"] == "visual")]
@@ -197,9 +198,9 @@ def test_version_0_is_migrated(tmp_path: Path) -> None:
 
 def test_newer_version_is_rejected(tmp_path: Path) -> None:
     table = pa.Table.from_pylist(_rows(), schema=SCHEMA)
-    pq.write_table(table.replace_schema_metadata({VERSION_KEY: b"2"}), tmp_path / "new.parquet")
+    pq.write_table(table.replace_schema_metadata({VERSION_KEY: b"3"}), tmp_path / "new.parquet")
     with pytest.raises(
-        ValueError, match=r"new\.parquet: results schema version 2 is newer.*upgrade"
+        ValueError, match=r"new\.parquet: results schema version 3 is newer.*upgrade"
     ):
         read_results(tmp_path)
 
@@ -208,7 +209,7 @@ def test_missing_columns_are_rejected(tmp_path: Path) -> None:
     table = pa.Table.from_pylist(_rows(), schema=SCHEMA).drop_columns(["value"])
     pq.write_table(table, tmp_path / "cut.parquet")
     with pytest.raises(
-        ValueError, match=r"cut\.parquet: results of schema version 1 lack .*'value'"
+        ValueError, match=r"cut\.parquet: results of schema version 2 lack .*'value'"
     ):
         read_results(tmp_path)
     (tmp_path / "cut.parquet").unlink()

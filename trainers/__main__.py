@@ -33,7 +33,9 @@ from trainers.data import (
     parse_dataset_args,
 )
 from trainers.experiment import add_experiment_options, parse_with_config, train_options
+from trainers.layout import DEFAULT_ROOT, RUNS, STORAGE_ENV, Layout, layout_warnings
 from trainers.seed import resolve_device
+from trainers.storage import Storage, StorageError
 from trainers.strategies import list_strategies
 
 LOG = logging.getLogger("trainers")
@@ -50,10 +52,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3,
                    help="learning rate (not reconboost: its own SGD lr, default 0.01)")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--store", default="runs", help="folder of finished runs (reused)")
+    add_storage_option(p)
+    p.add_argument("--store", default=None, help=argparse.SUPPRESS)  # deprecated: the run store
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     add_experiment_options(p, file_keys=("params",))
     return parse_with_config(p, argv)
+
+
+def add_storage_option(p: argparse.ArgumentParser) -> None:
+    """``--storage ROOT``, the same root (and default) for every command: runs/, results/,
+    reports/ and _ray/ under it (:mod:`trainers.layout`)."""
+    p.add_argument("--storage", default=None,
+                   help="storage root: finished runs are kept (and reused) in its runs/ folder, "
+                        "Parquet results in results/, reports in reports/; a folder or a URI "
+                        f"such as s3://bucket/prefix (default: ${STORAGE_ENV} or {DEFAULT_ROOT})")
+
+
+def storage_layout(storage: str | None, store: str | None = None) -> tuple[Layout, Storage]:
+    """The layout of ``--storage`` and its run store (``store``, a run store named directly,
+    replaces ``ROOT/runs``); older layouts are named on stderr, one line each."""
+    layout = Layout.open(storage)
+    if store is not None:
+        return layout, Storage.open(store)
+    for line in layout_warnings(layout, is_default=storage is None):
+        print(line, file=sys.stderr, flush=True)
+    return layout, layout.runs
 
 
 def default_dataset() -> str:
@@ -89,19 +112,23 @@ def main(argv: list[str] | None = None) -> int:
         base = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                            num_threads=args.threads, **train_options(args))
         resolve_device(base.device)  # here, not after the first run
-    except (ConfigError, DataError, KeyError, RuntimeError) as err:
+        if args.store is not None:
+            print(f"warning: --store is deprecated; pass --storage ROOT (runs go to "
+                  f"ROOT/{RUNS})", file=sys.stderr)
+        runs = storage_layout(args.storage, args.store)[1].check_writable()
+    except (ConfigError, DataError, KeyError, RuntimeError, StorageError) as err:
         print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    runner = local_runner(args.store, log=LOG.info)
+    runner = local_runner(runs.location, log=LOG.info)
     results = plan_and_run(data, base, strategies, args.seeds, runner, args.strategy_params,
                            log=LOG.info)
     elapsed = time.perf_counter() - t0
     for metric in TABLE_METRICS[data.spec.task]:
         print(f"\n{data.spec.name}: test {metric} (%), mean ± std over seeds {args.seeds}, "
-              f"selected on val ({elapsed:.1f} s; runs in {args.store}/)")
+              f"selected on val ({elapsed:.1f} s; runs in {runs}/)")
         rows = summary_rows(results, metric=metric)
         print(format_table(rows, ["fused", *data.spec.modality_names]))
     failed = sum(isinstance(rec, FailedRun) for _, rec in results)
