@@ -12,8 +12,8 @@ up on it.
 
 from __future__ import annotations
 
+import logging
 import re
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -36,6 +36,7 @@ from trainers.layout import default_root
 from trainers.runs import RunRecord
 from trainers.storage import Storage, StorageError
 
+LOG = logging.getLogger(__name__)
 __all__ = ["StorageError", "default_storage", "prepare_storage", "run_jobs", "train_unimodal"]
 
 
@@ -75,7 +76,7 @@ def _fit_remote(job: JobSpec, resources: JobResources) -> tuple[RunRecord, str]:
 
 
 def _say(text: str) -> None:
-    print(f"[jobs] {text}", flush=True)
+    LOG.info(f"[jobs] {text}")
 
 
 def _done_line(job: JobSpec, record: RunRecord, node: str) -> str:
@@ -126,8 +127,7 @@ def _train_all(todo: list[JobSpec], resources: JobResources, limit: int) -> dict
 def _failed(job: JobSpec, err: BaseException, failed: list[str]) -> None:
     cause = getattr(err, "cause", None) or err
     failed.append(f"{job.label or job.name}: {root_line(cause)}")
-    print(f"[jobs] FAILED {job.label or job.name}: {type(cause).__name__}: {cause}",
-          file=sys.stderr, flush=True)
+    LOG.error(f"[jobs] FAILED {job.label or job.name}: {type(cause).__name__}: {cause}")
 
 
 def _check(done: dict[str, RunRecord], failed: list[str]) -> dict[str, RunRecord]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -58,6 +59,8 @@ from trainers.layout import ray_files
 from trainers.loop import TrainingDiverged, selection_score
 from trainers.runs import RunRecord
 from trainers.storage import Storage
+
+LOG = logging.getLogger(__name__)
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -269,14 +272,14 @@ def _run_locked(ctx: SweepContext, cfg: SweepConfig, name: str, resume: bool,
         if not tune.Tuner.can_restore(state.path(), storage_filesystem=state.fs):
             raise ConfigError(f"--resume: no interrupted sweep at {path}; run without --resume "
                               "(with the same arguments as the interrupted run) to start one")
-        print(f"[sweep] resuming {path}", flush=True)
+        LOG.info(f"[sweep] resuming {path}")
         tuner = tune.Tuner.restore(state.path(), trainable=_trainable(ctx),
                                    resume_unfinished=True, resume_errored=True,
                                    storage_filesystem=state.fs)
     else:
         if state.is_dir():  # Tune state only; finished runs stay in the run store
-            print(f"[sweep] starting over: replacing the earlier sweep state in {path} "
-                  "(finished trials are reused from the run store)", flush=True)
+            LOG.info(f"[sweep] starting over: replacing the earlier sweep state in {path} "
+                     "(finished trials are reused from the run store)")
             state.delete()
         tuner = _tuner(ctx, cfg, name, search_alg, scheduler_)
     try:

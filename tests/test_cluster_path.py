@@ -28,7 +28,7 @@ from orchestrator.trials import run_in_trials
 from sweeps import umt_tune, unimodal_ensembles
 from tests.conftest import make_bucket
 from tests.fake_cluster import FakeAutoscalingCluster
-from tests.test_orchestrator_ray import ray_processes
+from tests.test_orchestrator_ray import output, ray_processes
 from trainers.config import TrainConfig
 from trainers.storage import Storage
 
@@ -40,7 +40,7 @@ def test_scripts_report_and_reuse_on_s3(ray_session: str, s3_server: str,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     storage = make_bucket(s3_server, "cluster") + "/a"
     assert unimodal_ensembles.main([*COMMON, "--storage", storage]) == 0
-    first = capsys.readouterr().out
+    first = output(capsys)
     assert len(re.findall(r"\[jobs\] trained unimodal:m\d seed 0", first)) == 2
     store = Storage.open(storage)
     table = pq.read_table(store.path("smoke", "results"), filesystem=store.fs).to_pandas()
@@ -48,7 +48,7 @@ def test_scripts_report_and_reuse_on_s3(ray_session: str, s3_server: str,
     assert not any(Path.cwd().glob("s3:*"))  # no local folder named after the URI
 
     assert unimodal_ensembles.main([*COMMON, "--storage", storage]) == 0
-    again = capsys.readouterr().out
+    again = output(capsys)
     assert "[jobs] training" not in again and "reusing 2 finished run(s)" in again
 
     assert umt_tune.main([*COMMON, "--storage", storage, "--num-samples", "1"]) == 0
@@ -111,7 +111,7 @@ def test_two_nodes_in_different_folders_share_only_s3(s3_server: str, tmp_path: 
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     nodes = set(json.loads(proc.stdout.split("NODES ", 1)[1].splitlines()[0]))
     used = re.findall(r"\[jobs\] trained unimodal:(rgb|nir|tir) seed 0 \(\S+\) on node (\w+)",
-                      proc.stdout)
+                      proc.stderr)  # progress lines are logged
     assert {node for _, node in used} == nodes and len(nodes) == 2
     store = Storage.open(storage)
     runs = store.child("smoke", "runs").list()  # --smoke-test: the smoke/ layout

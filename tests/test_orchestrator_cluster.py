@@ -46,7 +46,7 @@ def test_modality_jobs_spread_over_two_nodes(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     nodes = set(json.loads(proc.stdout.split("NODES ", 1)[1].splitlines()[0]))
     used = re.findall(r"\[jobs\] trained unimodal:(rgb|nir|tir) seed 0 \(\S+\) on node (\w+)",
-                      proc.stdout)
+                      proc.stderr)  # progress lines are logged
     assert sorted(m for m, _ in used) == ["nir", "rgb", "tir"]
     assert {node for _, node in used} == nodes and len(nodes) == 2
     assert re.search(r"unicat\s+\d+\.\d\d", proc.stdout)  # the summary table (mAP)

@@ -64,6 +64,12 @@ def smoke_runs(store: Path) -> Path:
     return store / "smoke" / "runs"
 
 
+def output(capsys: pytest.CaptureFixture[str]) -> str:
+    """What a script printed (tables: stdout) and logged (progress lines: stderr)."""
+    captured = capsys.readouterr()
+    return captured.out + captured.err
+
+
 def mtimes(store: Path, pattern: str) -> dict[str, float]:
     return {str(p): p.stat().st_mtime for p in store.glob(f"{pattern}/model.pt")}
 
@@ -71,7 +77,7 @@ def mtimes(store: Path, pattern: str) -> dict[str, float]:
 def test_unimodal_jobs_ensembles_and_reuse(ray_session: str, store: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     assert unimodal_ensembles.main([*COMMON, "--address", "auto", "--storage", str(store)]) == 0
-    out = capsys.readouterr().out
+    out = output(capsys)
     assert len(re.findall(r"\[jobs\] trained unimodal:m\d seed 0", out)) == 2
     assert re.search(r"ume\s+\d+\.\d\d", out) and "unimodal:m2" in out
     df = read_results(store / "smoke" / "results")
@@ -82,7 +88,7 @@ def test_unimodal_jobs_ensembles_and_reuse(ray_session: str, store: Path,
     before = mtimes(smoke_runs(store), "synthetic_both-*")
 
     assert unimodal_ensembles.main([*COMMON, "--address", "auto", "--storage", str(store)]) == 0
-    out = capsys.readouterr().out
+    out = output(capsys)
     assert "[jobs] reusing 2 finished run(s)" in out and "[jobs] training" not in out
     assert mtimes(smoke_runs(store), "synthetic_both-*") == before  # nothing trained or rewritten
 
@@ -123,7 +129,7 @@ def test_umt_sweep_with_a_diverging_trial(ray_session: str, store: Path,
 def test_reconboost_sweep_warm_started(ray_session: str, store: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     code = reconboost_tune.main([*COMMON, "--address", "auto", "--storage", str(store)])
-    out = capsys.readouterr().out
+    out = output(capsys)
     assert code == 0, out[-3000:]
     assert "[jobs] reusing 2 finished run(s)" in out  # the warm starts: ensembles test's runs
     assert re.search(r"reconboost\s+\d+\.\d\d", out)
@@ -193,7 +199,7 @@ def test_interrupted_sweep_resumes(ray_session: str, store: Path,
     model_times = mtimes(smoke_runs(store), "synthetic_both-umt-*")
 
     assert umt_tune.main([*args, "--address", "auto", "--resume"]) == 0
-    out = capsys.readouterr().out
+    out = output(capsys)
     assert "[sweep] resuming" in out and "umt sweep, 2 trial(s)" in out
     started = set(re.findall(r"Trial trial_fn_(\w+) started", out))
     assert not started & finished  # finished trials were not run again
