@@ -36,7 +36,7 @@ from orchestrator.sweep import (
 from orchestrator.train_fn import DataRef, JobResources
 from trainers.__main__ import add_dataset_options
 from trainers.config import ConfigError, TrainConfig
-from trainers.data import DataBundle, DataError, parse_dataset_args
+from trainers.data import DataBundle, DataError, parse_dataset_args, with_cache_default
 from trainers.runs import RunRecord
 from trainers.storage import Storage
 
@@ -149,7 +149,9 @@ def setup(script: Script, args: argparse.Namespace) -> Setup:
     resources = JobResources(cpus_per_worker=args.cpus_per_job,
                              gpus_per_worker=parse_gpus(args.gpus_per_job),
                              workers=args.workers_per_job)
-    return Setup(data_ref, data_ref.load(), base, seeds, prepare_storage(args.storage),
+    storage = prepare_storage(args.storage)
+    data_ref = DataRef(data_ref.name, with_cache_default(data_ref.name, data_ref.kwargs, storage))
+    return Setup(data_ref, data_ref.load(), base, seeds, storage,
                  resources, args.address, args.resume, sweep)
 
 

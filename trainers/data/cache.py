@@ -15,6 +15,11 @@ to their common folder, sizes and modification times). A folder whose fingerprin
 match the files listed now is rebuilt, never used. A build is written under a temporary name
 and renamed into place, so a half-built cache is never opened; leftover ``.tmp-*`` folders
 from killed builds are safe to delete. Clearing the cache = deleting the folder.
+
+``cache_dir`` may also be an object-store URI (``s3://bucket/prefix/data-cache``): built
+locally, uploaded, fetched once per node (:mod:`trainers.data.remote_cache`). The sweep
+scripts default it to ``<storage root>/data-cache`` (:func:`default_cache_dir`), next to the
+run store, so every job, seed and trial on that storage shares one cache.
 """
 
 from __future__ import annotations
@@ -33,9 +38,16 @@ import numpy as np
 import torch
 
 from trainers.data.contract import DataError, DatasetSpec, ModalitySpec, MultimodalDataset
+from trainers.storage import Storage
 
 CACHE_VERSION = "1"
+FOLDER = "data-cache"  # the cache's folder directly under a storage root
 Reader = Callable[..., Mapping[str, torch.Tensor]]
+
+
+def default_cache_dir(storage_root: str | Path | Storage) -> str:
+    """``<storage root>/data-cache``: the cache shared by every job on that storage."""
+    return Storage.open(storage_root).uri(FOLDER)
 
 
 def describe_reader(read: Reader) -> str:
@@ -192,9 +204,9 @@ class DatasetCache:
     """The cache of one dataset build: opens or builds each scanned split's store and makes
     the splits from it."""
 
-    def __init__(self, cache_dir: str | Path, dataset: str, read: Reader,
+    def __init__(self, cache_dir: str | Path | Storage, dataset: str, read: Reader,
                  modalities: Sequence[ModalitySpec]) -> None:
-        self.dir, self.dataset = Path(cache_dir), dataset
+        self.storage, self.dataset = Storage.open(cache_dir), dataset
         self.read, self.modalities = read, tuple(modalities)
         self.rows: dict[tuple[Path, ...], tuple[SplitStore, int]] = {}
 
@@ -214,9 +226,14 @@ class DatasetCache:
         """Open the split's store, or build it (a miss or other data)."""
         name, fp = cache_key(self.dataset, split, self.read, self.modalities,
                              [r.files for r in records])
-        folder = self.dir / name
-        found = SplitStore.open(folder, fp, self.modalities)
-        store = found or build(folder, fp, records, self.read, self.modalities)
+        if self.storage.is_local:
+            folder = Path(self.storage.path(name))
+            found = SplitStore.open(folder, fp, self.modalities)
+            store = found or build(folder, fp, records, self.read, self.modalities)
+        else:
+            from trainers.data.remote_cache import open_or_build
+
+            store = open_or_build(self.storage, name, fp, records, self.read, self.modalities)
         for i, r in enumerate(records):
             self.rows[tuple(r.files)] = (store, i)
         return store
