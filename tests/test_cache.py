@@ -101,11 +101,19 @@ def test_a_half_built_cache_is_never_opened(tmp_path: Path,
     assert list(cache.iterdir()) == []  # the temporary folder is gone, nothing published
 
 
+def truncate(path: Path) -> Path:
+    """A real JPEG cut short (a killed download): its header still parses."""
+    write_jpg(path, 90, size=(64, 64), mode="L")
+    path.write_bytes(path.read_bytes()[:300])
+    return path
+
+
 @pytest.mark.parametrize("on_error", ["raise", "skip"])
+@pytest.mark.parametrize("damage", [write_garbage, truncate])
 def test_a_corrupt_file_is_named_at_build_and_on_every_hit(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_error: str) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_error: str, damage) -> None:  # noqa: ANN001
     root, cache = rgbnt201_tree(tmp_path / "data"), tmp_path / "cache"
-    bad = write_garbage(root / "test" / "TI" / rgbnt201_name(51, 3))
+    bad = damage(root / "test" / "TI" / rgbnt201_name(51, 3))
     for attempt in ("build", "hit"):
         if attempt == "hit":
             no_decoding(monkeypatch)
