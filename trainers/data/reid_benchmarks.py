@@ -248,7 +248,8 @@ def build_reid(name: str, names: Sequence[str], scans: Mapping[str, Scan], read:
     """Scan and screen 'train', 'query' and 'gallery' (absent: gallery = query), carve val.
     Every listed file must resolve to a place inside ``root`` (no symlink out of it)."""
     modalities = _modalities(names, opt.size, opt.ir_channels)
-    cache = DatasetCache(opt.cache_dir, name, read, modalities) if opt.cache_dir else None
+    raw = partial(read, raw=True)  # uint8 images: the pipeline and the cache normalise later
+    cache = DatasetCache(opt.cache_dir, name, read, modalities, raw) if opt.cache_dir else None
     kept, skipped = {}, 0
     for split, scan in scans.items():
         problems = Problems(f"{name} split {split!r}", opt.on_error)
@@ -267,8 +268,7 @@ def build_reid(name: str, names: Sequence[str], scans: Mapping[str, Scan], read:
     for split, rs in records.items():
         # gallery = query needs no second full read: the query split has been validated
         check = "first" if split == "gallery" and "gallery" not in kept else opt.validate
-        splits[split] = make_split(spec, split, rs, read, check, cache,
-                                   raw=partial(read, raw=True))
+        splits[split] = make_split(spec, split, rs, read, check, cache, raw)
     return DataBundle(spec, splits, skipped=skipped)
 
 

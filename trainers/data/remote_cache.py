@@ -38,7 +38,7 @@ POINTER = "meta.json"
 
 
 def open_or_build(storage: Storage, name: str, fingerprint: str, records: Sequence,
-                  read: Reader, modalities: Sequence[ModalitySpec]) -> SplitStore:
+                  read: Reader, modalities: Sequence[ModalitySpec], dtype: str) -> SplitStore:
     """The split's store from ``storage``: this node's copy, a fresh download, or a new build
     that is uploaded for every later job."""
     meta = pointer(storage, name)
@@ -48,7 +48,7 @@ def open_or_build(storage: Storage, name: str, fingerprint: str, records: Sequen
         if store is not None:
             return store
     sub = f"{fingerprint[:16]}-{uuid.uuid4().hex[:8]}"
-    store = build(node_folder(name, sub), fingerprint, records, read, modalities)
+    store = build(node_folder(name, sub), fingerprint, records, read, modalities, dtype)
     publish(storage, name, sub, store)
     return store
 
