@@ -14,9 +14,12 @@ when CUDA is available.
 available, ``min(torch.get_num_threads(), batches in the epoch)`` (the job's CPUs: the Ray
 worker and ``TrainConfig.num_threads`` set the thread count), so the GPU does not wait for
 decoding; 0 (in the calling thread) for in-memory and cached splits, and on CPU-only
-machines, where the training step needs the same cores and moving float batches between
-processes costs more than the overlap gains (measured: ``benchmarks.input_pipeline``). It
+machines, where the training step needs the same cores and workers did not beat decoding in
+the training thread on our 2-core machine (measured: ``benchmarks.input_pipeline``). It
 changes speed, never the batches: it is not part of a run's identity.
+
+Image loaders with a raw form (the reid loaders) hand over uint8 batches, a quarter of the
+float bytes, normalised per batch in the training process (:meth:`BatchMaker.finish`).
 """
 
 from __future__ import annotations
