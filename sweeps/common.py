@@ -40,7 +40,7 @@ from orchestrator.sweep import (
 from orchestrator.train_fn import DataRef, JobResources
 from trainers.__main__ import add_dataset_options
 from trainers.config import ConfigError, TrainConfig
-from trainers.data import DataBundle, DataError, parse_dataset_args
+from trainers.data import DataBundle, DataError, parse_dataset_args, with_cache_default
 from trainers.experiment import (
     SCHEDULERS,
     SEARCHERS,
@@ -187,6 +187,9 @@ def setup(script: Script, args: argparse.Namespace) -> Setup:
                              gpus_per_worker=parse_gpus(args.gpus_per_job),
                              workers=args.workers_per_job)
     layout, runs = script_layout(args)
+    # every job, seed and trial on this storage shares one preprocessing cache
+    data_ref = DataRef(data_ref.name, with_cache_default(data_ref.name, data_ref.kwargs,
+                                                         layout.root))
     return Setup(data_ref, data_ref.load(), base, seeds, runs, resources, args.address,
                  args.resume, sweep, layout, args.strategy_params)
 

@@ -75,7 +75,7 @@ def test_other_data_under_the_same_name_is_rebuilt_never_used(tmp_path: Path) ->
     want = all_x(load(root_b, None)["train"])
     assert torch.equal(all_x(b["train"])["rgb"], want["rgb"])
     meta = json.loads(next(cache.glob("rgbnt201-train-*/meta.json")).read_text())
-    assert meta["version"] == "1" and len(meta["fingerprint"]) == 64
+    assert meta["version"] == "2" and len(meta["fingerprint"]) == 64
 
 
 def test_a_half_built_cache_is_never_opened(tmp_path: Path,
@@ -101,11 +101,19 @@ def test_a_half_built_cache_is_never_opened(tmp_path: Path,
     assert list(cache.iterdir()) == []  # the temporary folder is gone, nothing published
 
 
+def truncate(path: Path) -> Path:
+    """A real JPEG cut short (a killed download): its header still parses."""
+    write_jpg(path, 90, size=(64, 64), mode="L")
+    path.write_bytes(path.read_bytes()[:300])
+    return path
+
+
 @pytest.mark.parametrize("on_error", ["raise", "skip"])
+@pytest.mark.parametrize("damage", [write_garbage, truncate])
 def test_a_corrupt_file_is_named_at_build_and_on_every_hit(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_error: str) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_error: str, damage) -> None:  # noqa: ANN001
     root, cache = rgbnt201_tree(tmp_path / "data"), tmp_path / "cache"
-    bad = write_garbage(root / "test" / "TI" / rgbnt201_name(51, 3))
+    bad = damage(root / "test" / "TI" / rgbnt201_name(51, 3))
     for attempt in ("build", "hit"):
         if attempt == "hit":
             no_decoding(monkeypatch)
@@ -156,3 +164,15 @@ def test_a_build_in_worker_processes_stores_the_same(tmp_path: Path) -> None:
     for split in ("train", "query"):
         a, b = all_x(one[split]), all_x(two[split])
         assert all(torch.equal(a[m], b[m]) for m in a)
+
+
+def test_images_are_stored_as_uint8_and_audio_as_float32(tmp_path: Path) -> None:
+    import numpy as np
+
+    load(rgbnt201_tree(tmp_path / "reid"), tmp_path / "cache")
+    create_dataset("cremad", root=cremad_tree(tmp_path / "av"), image_size=(8, 8),
+                   cache_dir=tmp_path / "cache", val_fraction=0.2)
+    dtypes = {f"{p.parent.name.split('-')[0]}/{p.stem}": str(np.load(p, mmap_mode="r").dtype)
+              for p in (tmp_path / "cache").glob("*-train-*/*.npy")}
+    assert dtypes["rgbnt201/rgb"] == dtypes["rgbnt201/tir"] == "uint8"  # a quarter the bytes
+    assert set(dtypes.values()) == {"uint8", "float32"} and dtypes["cremad/audio"] == "float32"

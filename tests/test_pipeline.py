@@ -133,3 +133,18 @@ def test_every_file_loader_through_the_pipeline(tmp_path: Path, name: str) -> No
             assert set(b["x"]) == {one}
             for j, i in enumerate(b["index"].tolist()):
                 assert torch.equal(b["x"][one][j], ds[i]["x"][one])
+
+
+def test_image_batches_cross_processes_as_uint8_and_match_per_sample_floats(
+        tmp_path: Path) -> None:
+    from trainers.data.pipeline import BatchMaker
+
+    train = load(rgbnt201_tree(tmp_path), num_workers=0, augment="none")["train"]
+    raw = BatchMaker(train, ("rgb", "nir"), None)((None, 0, [0, 3]))
+    assert raw["raw"] and raw["x"]["rgb"].dtype == torch.uint8  # what a worker sends
+    assert raw["x"]["rgb"].shape == (2, 3, *SIZE) and raw["x"]["nir"].shape == (2, 1, *SIZE)
+    got = next(iter(iterate_batches(train, 2, batches=[[0, 3]])))
+    assert "raw" not in got
+    for m in ("rgb", "nir", "tir"):  # normalised per batch = normalised per sample, exactly
+        assert got["x"][m].dtype == torch.float32
+        assert torch.equal(got["x"][m], torch.stack([train[0]["x"][m], train[3]["x"][m]]))

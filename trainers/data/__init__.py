@@ -48,6 +48,18 @@ def create_dataset(name: str, **kwargs: Any) -> DataBundle:
     return bundle.with_identity(ident)
 
 
+def with_cache_default(name: str, kwargs: dict[str, Any], storage_root: object) -> dict[str, Any]:
+    """``kwargs`` plus ``cache_dir=<storage root>/data-cache`` when dataset ``name`` takes a
+    ``cache_dir`` and none was given (``cache_dir=null`` keeps the cache off): every job, seed
+    and trial on one storage then shares one preprocessing cache (``trainers.data.cache``)."""
+    from trainers.data.cache import default_cache_dir
+
+    _import_builtin()
+    if "cache_dir" in kwargs or "cache_dir" not in inspect.signature(DATASETS.get(name)).parameters:
+        return dict(kwargs)
+    return {**kwargs, "cache_dir": default_cache_dir(storage_root)}  # type: ignore[arg-type]
+
+
 def check_arguments(name: str, factory: Callable[..., DataBundle], kwargs: dict,
                     complete: bool = True) -> None:
     """An unknown or missing factory argument is a one-line :class:`DataError`, not a
@@ -100,5 +112,5 @@ def _import_builtin() -> None:
 __all__ = [
     "DATASETS", "DataBundle", "DataError", "DatasetSpec", "FileDataset", "ModalitySpec",
     "MultimodalDataset", "TensorDataset", "collate", "create_dataset", "iterate_batches",
-    "list_datasets", "parse_dataset_args", "register_dataset",
+    "list_datasets", "parse_dataset_args", "register_dataset", "with_cache_default",
 ]

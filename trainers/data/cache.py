@@ -1,20 +1,26 @@
 """Preprocessing done once: decoded samples cached as memory-mapped ``.npy`` arrays.
 
-A file-backed loader given ``cache_dir`` (a local or network-mounted folder; object storage
-is not supported here) decodes every listed sample of a split once, into one array per
-modality, and every later job on that storage (other seeds, trials, strategies) opens the
-arrays instead of decoding. Validation happens once, while building: a sample that fails to
-decode is recorded with its message, and every job reports it the way ``on_error`` asks
-(raise naming the file, or skip and count) without reading it again.
+A file-backed loader given ``cache_dir`` decodes every listed sample of a split once, into
+one array per modality, and every later job on that storage (other seeds, trials,
+strategies) opens the arrays instead of decoding. Validation happens once, while building: a
+sample that fails to decode is recorded with its message, and every job reports it the way
+``on_error`` asks (raise naming the file, or skip and count) without reading it again.
 
-Layout: ``<cache_dir>/<dataset>-<split>-<identity>/`` with ``<modality>.npy`` (float32,
-``(N, *shape)``) and ``meta.json`` (written last). ``identity`` hashes what decoding depends
-on (the loader's reader and its settings, the modality shapes, the loader's and this
-module's versions); ``meta.json`` holds the ``fingerprint`` of the data (file names relative
-to their common folder, sizes and modification times). A folder whose fingerprint does not
-match the files listed now is rebuilt, never used. A build is written under a temporary name
-and renamed into place, so a half-built cache is never opened; leftover ``.tmp-*`` folders
-from killed builds are safe to delete. Clearing the cache = deleting the folder.
+Layout: ``<cache_dir>/<dataset>-<split>-<identity>/`` with ``<modality>.npy`` (``(N,
+*shape)``: uint8 images, normalised when gathered, for loaders with a raw reader (the reid
+loaders: a quarter of the size), else float32) and ``meta.json`` (written last).
+``identity`` hashes what decoding depends on (the loader's reader and its settings, the
+modality shapes, the loader's and this module's versions); ``meta.json`` holds the
+``fingerprint`` of the data (file names relative to their common folder, sizes and
+modification times). A folder whose fingerprint does not match the files listed now is
+rebuilt, never used. A build is written under a temporary name and renamed into place, so a
+half-built cache is never opened; leftover ``.tmp-*`` folders from killed builds are safe to
+delete. Clearing the cache = deleting the folder.
+
+``cache_dir`` may also be an object-store URI (``s3://bucket/prefix/data-cache``): built
+locally, uploaded, fetched once per node (:mod:`trainers.data.remote_cache`). The sweep
+scripts default it to ``<storage root>/data-cache`` (:func:`default_cache_dir`), next to the
+run store, so every job, seed and trial on that storage shares one cache.
 """
 
 from __future__ import annotations
@@ -33,9 +39,16 @@ import numpy as np
 import torch
 
 from trainers.data.contract import DataError, DatasetSpec, ModalitySpec, MultimodalDataset
+from trainers.storage import Storage
 
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"  # 2: uint8 images from raw readers
+FOLDER = "data-cache"  # the cache's folder directly under a storage root
 Reader = Callable[..., Mapping[str, torch.Tensor]]
+
+
+def default_cache_dir(storage_root: str | Path | Storage) -> str:
+    """``<storage root>/data-cache``: the cache shared by every job on that storage."""
+    return Storage.open(storage_root).uri(FOLDER)
 
 
 def describe_reader(read: Reader) -> str:
@@ -99,13 +112,13 @@ class SplitStore:
 
 
 def build(folder: Path, fingerprint: str, records: Sequence, read: Reader,
-          modalities: Sequence[ModalitySpec]) -> SplitStore:
+          modalities: Sequence[ModalitySpec], dtype: str = "float32") -> SplitStore:
     """Decode every record into a temporary folder, then rename it into place."""
     tmp = folder.parent / f".tmp-{folder.name}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     try:
         arrays = {m.name: np.lib.format.open_memmap(tmp / f"{m.name}.npy", mode="w+",
-                                                    dtype=np.float32,
+                                                    dtype=np.dtype(dtype),
                                                     shape=(len(records), *m.shape))
                   for m in modalities}
         bad = {}
@@ -117,7 +130,7 @@ def build(folder: Path, fingerprint: str, records: Sequence, read: Reader,
         for a in arrays.values():
             a.flush()
         del arrays
-        meta = {"version": CACHE_VERSION, "fingerprint": fingerprint, "bad": bad,
+        meta = {"version": CACHE_VERSION, "fingerprint": fingerprint, "bad": bad, "dtype": dtype,
                 "shapes": {m.name: list(m.shape) for m in modalities},
                 "reader": describe_reader(read)}
         (tmp / "meta.json").write_text(json.dumps(meta))
@@ -168,7 +181,7 @@ def _checked(x: Mapping[str, torch.Tensor], m: ModalitySpec, record: object) -> 
         raise DataError(f"{where}: modality {m.name!r} is {got}, expected {m.shape}")
     if not torch.isfinite(t).all():
         raise DataError(f"{where}: modality {m.name!r} contains NaN or inf")
-    return t.float()
+    return t if t.dtype == torch.uint8 else t.float()
 
 
 def _publish(tmp: Path, folder: Path) -> None:
@@ -192,10 +205,13 @@ class DatasetCache:
     """The cache of one dataset build: opens or builds each scanned split's store and makes
     the splits from it."""
 
-    def __init__(self, cache_dir: str | Path, dataset: str, read: Reader,
-                 modalities: Sequence[ModalitySpec]) -> None:
-        self.dir, self.dataset = Path(cache_dir), dataset
-        self.read, self.modalities = read, tuple(modalities)
+    def __init__(self, cache_dir: str | Path | Storage, dataset: str, read: Reader,
+                 modalities: Sequence[ModalitySpec], raw: Reader | None = None) -> None:
+        """``raw``: the loader's reader of uint8 images (stored as such, normalised when
+        gathered); else ``read`` and float32."""
+        self.storage, self.dataset = Storage.open(cache_dir), dataset
+        self.read, self.modalities = raw or read, tuple(modalities)
+        self.dtype = "uint8" if raw is not None else "float32"
         self.rows: dict[tuple[Path, ...], tuple[SplitStore, int]] = {}
 
     def bad(self, split: str, records: Sequence) -> dict[int, str]:
@@ -214,9 +230,15 @@ class DatasetCache:
         """Open the split's store, or build it (a miss or other data)."""
         name, fp = cache_key(self.dataset, split, self.read, self.modalities,
                              [r.files for r in records])
-        folder = self.dir / name
-        found = SplitStore.open(folder, fp, self.modalities)
-        store = found or build(folder, fp, records, self.read, self.modalities)
+        if self.storage.is_local:
+            folder = Path(self.storage.path(name))
+            found = SplitStore.open(folder, fp, self.modalities)
+            store = found or build(folder, fp, records, self.read, self.modalities, self.dtype)
+        else:
+            from trainers.data.remote_cache import open_or_build
+
+            store = open_or_build(self.storage, name, fp, records, self.read, self.modalities,
+                                  self.dtype)
         for i, r in enumerate(records):
             self.rows[tuple(r.files)] = (store, i)
         return store
@@ -226,18 +248,20 @@ class DatasetCache:
         if not found or any(f is None for f in found) or len({id(f[0]) for f in found}) > 1:
             raise DataError(f"{self.dataset} split {split!r}: records not in one cached split")
         rows = np.array([f[1] for f in found], dtype=np.int64)
-        return CachedDataset(spec, split, found[0][0].folder, rows, records)
+        store = found[0][0]
+        return CachedDataset(spec, split, store.folder, rows, records,
+                             raw=store.meta.get("dtype") == "uint8")
 
 
 class CachedDataset(MultimodalDataset):
     """A split read from a cache's memory-mapped arrays (gathered by index, no decoding)."""
 
     def __init__(self, spec: DatasetSpec, split: str, folder: Path, rows: np.ndarray,
-                 records: Sequence) -> None:
+                 records: Sequence, raw: bool = False) -> None:
         super().__init__(spec, split, [r.label for r in records],
                          camids=[r.camid for r in records],
                          sceneids=[r.sceneid for r in records])
-        self.folder, self.rows = folder, rows
+        self.folder, self.rows, self.raw = folder, rows, raw
         self.records = list(records)
         self._open()
 
@@ -252,11 +276,19 @@ class CachedDataset(MultimodalDataset):
         self.__dict__.update(state)
         self._open()
 
+    def _finish(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if not self.raw:
+            return x
+        from trainers.data.loading import normalise_images
+
+        return normalise_images(x)
+
     def _load(self, i: int) -> Mapping[str, torch.Tensor]:
-        return {m: torch.from_numpy(np.array(a[self.rows[i]])) for m, a in self.arrays.items()}
+        return self._finish({m: torch.from_numpy(np.array(a[self.rows[i]]))
+                             for m, a in self.arrays.items()})
 
     def batch(self, idx: torch.Tensor) -> dict:
         rows = self.rows[idx.numpy()]
-        return {"x": {m: torch.from_numpy(a[rows]) for m, a in self.arrays.items()},
+        return {"x": self._finish({m: torch.from_numpy(a[rows]) for m, a in self.arrays.items()}),
                 "y": self.labels[idx], "camid": self.camids[idx],
                 "sceneid": self.sceneids[idx], "index": idx}

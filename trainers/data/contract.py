@@ -188,7 +188,10 @@ class MultimodalDataset(torch.utils.data.Dataset):
 
     def get(self, i: int, modalities: Sequence[str] | None = None) -> dict:
         """Sample ``i`` with only ``modalities`` (default: all) in ``x``."""
-        x = self._load_some(i, modalities)
+        return self.item(i, self._load_some(i, modalities))
+
+    def item(self, i: int, x: Mapping[str, torch.Tensor]) -> dict:
+        """Sample ``i``'s dict around its already loaded modalities ``x``."""
         return {"x": dict(x), "y": int(self.labels[i]), "camid": int(self.camids[i]),
                 "sceneid": int(self.sceneids[i]), "index": i}
 

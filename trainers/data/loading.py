@@ -134,19 +134,42 @@ def image_tensor(im: Image.Image, size: tuple[int, int], channels: int,
                  mean: Sequence[float] | None = None,
                  std: Sequence[float] | None = None) -> torch.Tensor:
     """(C, H, W) float tensor: bilinear resize to ``size``, scale to [0, 1], normalise."""
+    return normalise(image_bytes(im, size, channels), mean, std)
+
+
+def image_bytes(im: Image.Image, size: tuple[int, int], channels: int) -> torch.Tensor:
+    """(C, H, W) uint8 tensor: the image resized (bilinear) to ``size``, not yet normalised.
+    A quarter of the float bytes: what worker processes hand to the training process."""
     im = im.convert("RGB" if channels == 3 else "L").resize(
         (size[1], size[0]), Image.Resampling.BILINEAR)
-    x = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0)
-    x = x.permute(2, 0, 1) if channels == 3 else x.unsqueeze(0)
+    x = torch.from_numpy(np.array(im))
+    return x.permute(2, 0, 1).contiguous() if channels == 3 else x.unsqueeze(0)
+
+
+def normalise(x: torch.Tensor, mean: Sequence[float] | None = None,
+              std: Sequence[float] | None = None) -> torch.Tensor:
+    """uint8 images (..., C, H, W) -> float32 scaled to [0, 1] and normalised with ``mean``
+    and ``std`` (default: ImageNet for 3 channels, grey for 1); one image or a whole batch,
+    with the same float results either way."""
+    channels = x.shape[-3]
     mean = mean if mean is not None else (IMAGENET_MEAN if channels == 3 else GRAY_MEAN)
     std = std if std is not None else (IMAGENET_STD if channels == 3 else GRAY_STD)
     m = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
-    return (x - m) / s
+    y = x.to(torch.float32, copy=True)  # in place from here: the same floats as
+    return y.div_(255.0).sub_(m).div_(s)  # (x / 255 - m) / s, 2-3x faster on a whole batch
 
 
-def read_image(path: Path, size: tuple[int, int], channels: int) -> torch.Tensor:
-    return image_tensor(decode_image(path), size, channels)
+def normalise_images(x: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A batch of :func:`image_bytes` images per modality, normalised (``RecordReader.finish``)."""
+    return {k: normalise(v) for k, v in x.items()}
+
+
+def read_image(path: Path, size: tuple[int, int], channels: int,
+               raw: bool = False) -> torch.Tensor:
+    """The image as a normalised float tensor, or as uint8 (``raw``: normalised later)."""
+    x = image_bytes(decode_image(path), size, channels)
+    return x if raw else normalise(x)
 
 
 def path_under(root: Path, rel: str, where: str) -> Path:
@@ -210,13 +233,23 @@ def screen(records: Sequence[Record], read: Reader, modalities: Sequence[Modalit
 
 class RecordReader:
     """``loader(i)`` for FileDataset; a class (not a lambda) so splits pickle to workers.
-    ``loader(i, only)`` reads only the modalities in ``only`` (every reader takes ``only``)."""
+    ``loader(i, only)`` reads only the modalities in ``only`` (every reader takes ``only``).
+    With ``raw`` (a reader of the same samples as uint8 images), ``loader.raw(i, only)``
+    skips the normalisation and ``loader.finish`` applies it to a whole batch: the pipeline
+    moves a quarter of the bytes between processes and normalises per batch."""
 
     reads_subsets = True
 
-    def __init__(self, records: Sequence[Record], read: Reader) -> None:
+    def __init__(self, records: Sequence[Record], read: Reader,
+                 raw: Reader | None = None) -> None:
         self.records = list(records)
         self.read = read
+        self.raw_read = raw
+        self.finish = normalise_images if raw is not None else None
+
+    def raw(self, i: int, only: Sequence[str]) -> Mapping[str, torch.Tensor]:
+        assert self.raw_read is not None, "raw() needs a raw reader; check loader.finish"
+        return self.raw_read(self.records[i], only=only)
 
     def __call__(self, i: int, only: Sequence[str] | None = None) -> Mapping[str, torch.Tensor]:
         if only is None:
@@ -225,12 +258,15 @@ class RecordReader:
 
 
 def make_split(spec: DatasetSpec, split: str, records: Sequence[Record], read: Reader,
-               validate: str, cache: DatasetCache | None = None) -> MultimodalDataset:
-    """The split from the cache when there is one (no decoding), else read on demand."""
+               validate: str, cache: DatasetCache | None = None,
+               raw: Reader | None = None) -> MultimodalDataset:
+    """The split from the cache when there is one (no decoding), else read on demand
+    (``raw``: the same reader returning uint8 images, see :class:`RecordReader`)."""
     if cache is not None:
         return cache.dataset_split(spec, split, records)
     return FileDataset(
-        spec, split, RecordReader(records, read), [r.label for r in records], validate=validate,
+        spec, split, RecordReader(records, read, raw), [r.label for r in records],
+        validate=validate,
         camids=[r.camid for r in records], sceneids=[r.sceneid for r in records],
     )
 

@@ -14,9 +14,12 @@ when CUDA is available.
 available, ``min(torch.get_num_threads(), batches in the epoch)`` (the job's CPUs: the Ray
 worker and ``TrainConfig.num_threads`` set the thread count), so the GPU does not wait for
 decoding; 0 (in the calling thread) for in-memory and cached splits, and on CPU-only
-machines, where the training step needs the same cores and moving float batches between
-processes costs more than the overlap gains (measured: ``benchmarks.input_pipeline``). It
+machines, where the training step needs the same cores and workers did not beat decoding in
+the training thread on our 2-core machine (measured: ``benchmarks.input_pipeline``). It
 changes speed, never the batches: it is not part of a run's identity.
+
+Image loaders with a raw form (the reid loaders) hand over uint8 batches, a quarter of the
+float bytes, normalised per batch in the training process (:meth:`BatchMaker.finish`).
 """
 
 from __future__ import annotations
@@ -67,24 +70,49 @@ def configure(bundle: DataBundle, dataset: str, augment: object = "default",
 
 
 class BatchMaker(torch.utils.data.Dataset):
-    """Makes one batch from a key; the same object runs in the loop's thread or in workers."""
+    """Makes one batch from a key; the same object runs in the loop's thread or in workers.
+
+    A split whose loader has a raw form (``loader.finish``: the reid image loaders) is read
+    as uint8 images and marked ``raw``; :meth:`finish` normalises the whole batch and applies
+    the recipe in the training process, so workers send a quarter of the bytes."""
 
     def __init__(self, ds: MultimodalDataset, modalities: Sequence[str],
                  recipe: Recipe | None) -> None:
         self.ds, self.modalities, self.recipe = ds, tuple(modalities), recipe
 
     def __getitem__(self, key: Key) -> dict:
-        seed, number, idx = key
+        batch = self.gather(key[2])
+        return batch if batch.get("raw") else self.finish(batch, key)
+
+    __call__ = __getitem__
+
+    def gather(self, idx: list[int]) -> dict:
         if hasattr(self.ds, "batch"):  # in memory / memory-mapped: gather by index
             batch = self.ds.batch(torch.as_tensor(idx, dtype=torch.long))
             batch["x"] = {m: batch["x"][m] for m in self.modalities}
-        else:
-            batch = collate([self.ds.get(i, self.modalities) for i in idx])
+            return batch
+        loader = raw_loader(self.ds)
+        if loader is None:
+            return collate([self.ds.get(i, self.modalities) for i in idx])
+        mods = self.modalities
+        batch = collate([self.ds.item(i, self.ds.validate_sample(i, loader.raw(i, mods), mods))
+                         for i in idx])
+        return {**batch, "raw": True}
+
+    def finish(self, batch: dict, key: Key) -> dict:
+        """Normalise a raw batch, then augment (train batches: the key carries a seed)."""
+        if batch.pop("raw", False):
+            batch["x"] = raw_loader(self.ds).finish(batch["x"])  # type: ignore[union-attr]
+        seed, number, _ = key
         if self.recipe is not None and seed is not None:
             batch["x"] = self.recipe.apply(batch["x"], seed, number)
         return batch
 
-    __call__ = __getitem__
+
+def raw_loader(ds: MultimodalDataset) -> Any:
+    """The split's loader when it can read uint8 images (``loader.finish`` set), else None."""
+    loader = getattr(ds, "loader", None)
+    return loader if getattr(loader, "finish", None) is not None else None
 
 
 class KeySampler(torch.utils.data.Sampler):
@@ -129,12 +157,13 @@ def stream(ds: MultimodalDataset, index_batches: Iterable[Sequence[int]],
     maker = BatchMaker(ds, mods, recipe)
     workers = resolve_workers(ds, len(keys))
     if workers == 0:
-        yield from map(maker, keys)
-        return
-    loader, sampler = _feed(ds, maker, workers)
-    sampler.keys = keys
+        source: Iterable[dict] = map(maker, keys)
+    else:
+        source, sampler = _feed(ds, maker, workers)
+        sampler.keys = keys
     try:
-        yield from loader
+        for key, batch in zip(keys, source, strict=True):
+            yield maker.finish(batch, key) if batch.get("raw") else batch
     except DataError as e:  # keep the one-line message, not the worker's traceback
         raise DataError(str(e).strip().splitlines()[-1].partition("DataError: ")[2]
                         or str(e)) from None

@@ -64,6 +64,7 @@ from trainers.data.loading import (
     check_fraction,
     check_size,
     decode_image,
+    image_bytes,
     image_files,
     image_tensor,
     inside,
@@ -172,8 +173,10 @@ def scan_msvr310(folder: Path, problems: Problems) -> list[Record]:
 # ---- reading one sample --------------------------------------------------------------------
 
 def read_tiled(record: Record, names: Sequence[str], size: tuple[int, int],
-               ir_channels: int, only: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
-    """Cut one image into ``len(names)`` equal-width tiles, left to right (those in ``only``)."""
+               ir_channels: int, only: Sequence[str] | None = None,
+               raw: bool = False) -> dict[str, torch.Tensor]:
+    """Cut one image into ``len(names)`` equal-width tiles, left to right (those in ``only``;
+    ``raw``: uint8, normalised later per batch)."""
     path = record.files[0]
     im = decode_image(path)
     w, h = im.size
@@ -181,15 +184,16 @@ def read_tiled(record: Record, names: Sequence[str], size: tuple[int, int],
         raise DataError(f"{path}: width {w} px does not split into {len(names)} equal tiles "
                         f"({' | '.join(names)}); expected modalities side by side")
     tw = w // len(names)
-    return {n: image_tensor(im.crop((k * tw, 0, (k + 1) * tw, h)), size,
-                            3 if n == "rgb" else ir_channels)
+    tile = image_bytes if raw else image_tensor
+    return {n: tile(im.crop((k * tw, 0, (k + 1) * tw, h)), size, 3 if n == "rgb" else ir_channels)
             for k, n in enumerate(names) if only is None or n in only}
 
 
 def read_parallel(record: Record, names: Sequence[str], size: tuple[int, int],
-                  ir_channels: int, only: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+                  ir_channels: int, only: Sequence[str] | None = None,
+                  raw: bool = False) -> dict[str, torch.Tensor]:
     """One file per modality; files of modalities not in ``only`` are not opened."""
-    return {n: read_image(p, size, 3 if n == "rgb" else ir_channels)
+    return {n: read_image(p, size, 3 if n == "rgb" else ir_channels, raw)
             for n, p in zip(names, record.files, strict=True) if only is None or n in only}
 
 
@@ -244,7 +248,8 @@ def build_reid(name: str, names: Sequence[str], scans: Mapping[str, Scan], read:
     """Scan and screen 'train', 'query' and 'gallery' (absent: gallery = query), carve val.
     Every listed file must resolve to a place inside ``root`` (no symlink out of it)."""
     modalities = _modalities(names, opt.size, opt.ir_channels)
-    cache = DatasetCache(opt.cache_dir, name, read, modalities) if opt.cache_dir else None
+    raw = partial(read, raw=True)  # uint8 images: the pipeline and the cache normalise later
+    cache = DatasetCache(opt.cache_dir, name, read, modalities, raw) if opt.cache_dir else None
     kept, skipped = {}, 0
     for split, scan in scans.items():
         problems = Problems(f"{name} split {split!r}", opt.on_error)
@@ -263,7 +268,7 @@ def build_reid(name: str, names: Sequence[str], scans: Mapping[str, Scan], read:
     for split, rs in records.items():
         # gallery = query needs no second full read: the query split has been validated
         check = "first" if split == "gallery" and "gallery" not in kept else opt.validate
-        splits[split] = make_split(spec, split, rs, read, check, cache)
+        splits[split] = make_split(spec, split, rs, read, check, cache, raw)
     return DataBundle(spec, splits, skipped=skipped)
 
 
