@@ -51,15 +51,16 @@ def speedup(sequential_s: float, concurrent_s: float) -> float:
 
 def parse_args() -> argparse.Namespace:
     parser = bench.make_parser(__doc__)
-    parser.add_argument("--epochs", type=int, default=None,
-                        help="epochs per job (default: TrainConfig's, 10)")
+    parser.add_argument("--epochs", type=int, default=40,
+                        help="epochs per job (default 40: about 8 s of training, so that a "
+                             "trial process's start does not drown it)")
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     parser.add_argument("--repeats", type=int, default=2,
                         help="rounds of both arms, order alternating (default 2)")
     bench.add_common_args(parser)
     args = parser.parse_args()
     if args.quick:
-        args.epochs, args.repeats = args.epochs or 2, 1
+        args.epochs, args.repeats = 2, 1
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1 but got {args.repeats}")
     return args
@@ -68,7 +69,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     health = bench.apply_health_check(args.health_check_s)
-    cfg = TrainConfig() if args.epochs is None else TrainConfig(epochs=args.epochs)
+    cfg = TrainConfig(epochs=args.epochs)
     data = DataRef(bench.DATASET).load()
     walls: dict[str, list[float]] = {name: [] for name in ARMS}
     trained: dict[str, list[float]] = {name: [] for name in ARMS}
@@ -88,6 +89,7 @@ def report(walls: dict[str, list[float]], trained: dict[str, list[float]], m: in
     seq, conc = bench.median(walls["sequential"]), bench.median(walls["concurrent"])
     gain = speedup(seq, conc)
     loop = bench.median(trained["sequential"])
+    loop_conc = bench.median(trained["concurrent"])
     rows = [
         ("jobs", f"{m} unimodal jobs of one seed on {bench.DATASET}, {cfg.epochs} epochs, "
                  "1 CPU / 1 thread each"),
@@ -102,6 +104,10 @@ def report(walls: dict[str, list[float]], trained: dict[str, list[float]], m: in
                                       f"{bench.fmt_s(seq)} (train, eval, reports); "
                                       f"the other {100 * (1 - loop / seq):.0f}% is job "
                                       "start-up and teardown"),
+        ("training, alone / side by side", f"{bench.fmt_s(loop / m)} / "
+                                           f"{bench.fmt_s(loop_conc / m)} per job: "
+                                           f"{loop_conc / loop:.2f}x slower when the jobs share "
+                                           "the 2 cores with each other and Ray"),
     ]
     notes = [health, f"median of {repeats} round(s), arm order alternating",
              "load average (1 min) at the end: " + ", ".join(f"{x:.1f}" for x in os.getloadavg()),

@@ -171,8 +171,8 @@ def report(plain: tuple[list[Point], list[float]], orch: tuple[list[Point], list
              f"{args.jobs} jobs per batch, one at a time; the plain side ran warm, a batch's "
              "first job starts its trial process (in the fixed cost, amortised over the batch)",
              "load average (1 min) at the end: " + ", ".join(f"{x:.1f}" for x in os.getloadavg()),
-             f"a job reports every epoch to Tune and saves its loop state at most once per "
-             f"FUSION_REPORT_INTERVAL_S={report_interval_s():g} s"]
+             f"a job reports to Tune and saves its loop state at most once per "
+             f"FUSION_REPORT_INTERVAL_S={report_interval_s():g} s, and after its last epoch"]
     return summary_block("benchmarks.overhead: one job via the orchestrator vs plain PyTorch",
                          rows(plain, orch, ray_times, load_s, args), notes)
 
