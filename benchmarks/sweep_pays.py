@@ -65,14 +65,15 @@ def run_strategy(strategy: str, args: argparse.Namespace) -> Arm:
     from orchestrator.sweep import SweepContext, best_trial, run_sweep
     from sweeps.common import parser, setup, train_unimodal
     from sweeps.tune import script_for
+    from trainers.experiment import parse_with_config
     from trainers.loop import selection_score
 
     script = script_for(strategy)
     with bench.scratch(f"pays-{strategy}") as store:
         argv = ["--dataset", bench.DATASET, "--storage", str(store), "--seeds",
                 *map(str, args.sweep_seeds), "--seeds-per-trial", str(len(args.sweep_seeds))]
-        s = setup(script, parser(script).parse_args(
-            [*argv, *(["--smoke-test"] if args.quick else [])]))
+        s = setup(script, parse_with_config(
+            parser(script), [*argv, *(["--smoke-test"] if args.quick else [])]))
         s = replace(s, seeds=(*s.seeds, *args.held_out))  # unimodal runs for every seed
         assert s.sweep is not None
         bases = strategy_bases(strategy, s.base, train_unimodal(s), script.extra)
