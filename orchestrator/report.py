@@ -30,8 +30,7 @@ import pandas as pd
 
 from orchestrator import report_plots as plots
 from orchestrator.results import FUSED, read_results, summary_table
-from orchestrator.sweep_summary import SweepSummary, summarise_sweep
-from trainers.layout import Layout, layout_warnings
+from trainers.layout import RUNS, Layout, layout_warnings
 from trainers.storage import Storage
 
 ORDER = ("fusion_concat", "fusion_avg", "ume", "unicat", "umt", "reconboost")
@@ -51,6 +50,7 @@ class ReportData:
     split: str  # the split the comparison is on (test, or query for reid)
     trials: pd.DataFrame  # training rows of sweep trials (all of them, before selection)
     notes: list[str] = field(default_factory=list)
+    runs: Storage | None = None  # the run store beside the results (per-epoch histories)
 
     @property
     def labels(self) -> list[str]:
@@ -137,7 +137,15 @@ def load_report_data(results: str | Path, dataset: str | None = None) -> ReportD
     keep, notes = select_runs(train, metric)
     selected = df["base_run"].isin(keep) | ~df["base_run"].isin(set(train["run_id"]))
     trials = train[train["trial_id"] != ""]
-    return ReportData(df[selected], str(df["dataset"].iloc[0]), metric, split, trials, notes)
+    return ReportData(df[selected], str(df["dataset"].iloc[0]), metric, split, trials, notes,
+                      sibling_runs(results))
+
+
+def sibling_runs(results: str | Path) -> Storage | None:
+    """The run store of the storage root that ``results`` belongs to (``<root>/runs``)."""
+    parent = Storage.open(results).location.rstrip("/").rpartition("/")[0]
+    runs = Storage.open(f"{parent}/{RUNS}") if parent else None
+    return runs if runs is not None and runs.is_dir() else None
 
 
 # --- aggregation --------------------------------------------------------------------------------
@@ -315,37 +323,6 @@ def _std(row: Mapping[str, Any]) -> float:
     return 0.0 if std is None or math.isnan(std) else float(std)
 
 
-def sweep_sections(data: ReportData, out: Path) -> str:
-    parts = []
-    for label in order_labels(data.trials["label"].unique()):
-        rows = data.trials[data.trials["label"] == label]
-        if rows["run_id"].nunique() < 2:
-            continue
-        summary = summarise_sweep(label, rows, data.metric)
-        parts.append(_sweep_text(summary, data, out))
-    return "\n".join(parts)
-
-
-def _sweep_text(s: SweepSummary, data: ReportData, out: Path) -> str:
-    name = f"sweep_{s.label.replace(':', '_')}.png"
-    plots.sweep_plot([100 * t.score for t in s.trials], [t.status == "stopped" for t in s.trials],
-                     f"val {data.metric} (%)", f"Sweep of {s.label}: val {data.metric} per trial",
-                     out / name)
-    best = s.best
-    params = md_table(["parameter", "best value"],
-                      [[k, f"`{json.dumps(v)}`"] for k, v in sorted(best.params.items())])
-    stopped = sum(t.status == "stopped" for t in s.trials)
-    text = (f"## Sweep: {s.label}\n\n{len(s.trials)} trials ({stopped} stopped early by the "
-            f"scheduler); best trial {best.trial_id} (run "
-            f"{best.run_id}), val {data.metric} {100 * best.score:.2f}%.\n\n{params}\n")
-    if s.importance:
-        text += "\nParameter importance (Optuna fANOVA, sums to 1):\n\n" + md_table(
-            ["parameter", "importance"], [[k, f"{v:.3f}"] for k, v in s.importance.items()])
-    elif s.note:
-        text += f"\n{s.note}.\n"
-    return text + f"\n\n![sweep history]({name})\n"
-
-
 def default_report_location(results: str | Path) -> str:
     """``reports/`` beside the results folder (never inside it: that folder holds Parquet parts
     only, so ``pd.read_parquet`` keeps reading it)."""
@@ -385,6 +362,8 @@ def build_report(results: str | Path, out: str | Path | None = None,
 
 
 def render_report(results: str | Path, folder: Path, dataset: str | None = None) -> None:
+    from orchestrator.report_sweeps import sweep_sections  # it builds on this module
+
     data = load_report_data(results, dataset)
     folder.mkdir(parents=True, exist_ok=True)
     runs = data.rows.loc[~data.rows["run_id"].str.contains("/", regex=False), "run_id"]

@@ -121,6 +121,22 @@ def robustness_plot(curves: Mapping[str, Mapping[str, Sequence[tuple[float, Mean
     return _save(fig, path)
 
 
+def curves_plot(curves: Mapping[str, Sequence[tuple[int, float]]], ylabel: str, title: str,
+                path: Path) -> Path:
+    """One line per trial: its validation score after each scored epoch."""
+    fig, ax = plt.subplots(figsize=(7.0, 4.2), layout="constrained")
+    for label, points in curves.items():
+        ax.plot([e for e, _ in points], [v for _, v in points], marker=".", linewidth=1,
+                label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if len(curves) <= 12:
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
 def sweep_plot(values: Sequence[float], stopped: Sequence[bool], ylabel: str, title: str,
                path: Path) -> Path:
     """Validation metric of every trial in start order, and the best so far among finished

@@ -255,3 +255,27 @@ def test_a_trial_stopped_by_the_scheduler_is_shown_but_never_the_best(tmp_path):
                                   [t.status == "stopped" for t in s.trials], "val", "t",
                                   tmp_path / "s.png")
     assert png.stat().st_size > 1000
+
+
+def test_sweep_training_curves_come_from_the_run_store_beside_the_results(results, tmp_path):
+    """results is <tmp>/results: its run store is <tmp>/runs. Two of the four trials have a
+    stored run (the others: no curve), with their validation score per epoch."""
+    from trainers.runs import write_record
+
+    for i in (1, 2):
+        history = [{"epoch": e, "score": 0.1 * e + i / 100} for e in (1, 2, 3)]
+        write_record(tmp_path / "runs", f"{DS}-umt-t{i}-s0", {}, 3, 1.0, history)
+    folder = Path(build_report(results, tmp_path / "report"))
+    md = (folder / "report.md").read_text()
+    assert "Training curves of the 2 finished trial(s)" in md
+    assert (folder / "curves_sweep_umt.png").stat().st_size > 1000
+    from orchestrator.report import load_report_data
+    from orchestrator.report_sweeps import trial_curves
+    from orchestrator.sweep_summary import summarise_sweep
+
+    data = load_report_data(results)
+    curves = trial_curves(data, summarise_sweep("umt", data.trials, "accuracy"))
+    assert curves == {"sweep_00001": [(1, pytest.approx(11.0)), (2, pytest.approx(21.0)),
+                                      (3, pytest.approx(31.0))],
+                      "sweep_00002": [(1, pytest.approx(12.0)), (2, pytest.approx(22.0)),
+                                      (3, pytest.approx(32.0))]}
