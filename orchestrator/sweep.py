@@ -226,8 +226,16 @@ def _tuner(ctx: SweepContext, cfg: SweepConfig, name: str, search_alg: Any = Non
         run_config=tune.RunConfig(name=name, **ray_storage(ctx.storage, "tune"),
                                   failure_config=tune.FailureConfig(
                                       max_failures=ctx.resources.max_failures if in_trial
-                                      else 0)),
+                                      else 0),
+                                  **tune_verbosity()),
     )
+
+
+def tune_verbosity() -> dict[str, int]:
+    """Tune's trial table follows ``-q``: none when a command turned the orchestrator's progress
+    lines off, Tune's default otherwise (also when nobody set up logging: a Python caller)."""
+    quiet = logging.getLogger("orchestrator").level > logging.INFO
+    return {"verbose": 0} if quiet else {}
 
 
 def _trainable(ctx: SweepContext) -> Any:

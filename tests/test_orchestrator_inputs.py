@@ -260,3 +260,21 @@ def test_a_later_seed_reports_epochs_on_and_the_mean_score() -> None:
     before_any_score = across_seeds({"epoch": 1, "val_best": math.nan}, offset=5, done=(0.8,))
     assert before_any_score["val_best"] == pytest.approx(0.8)  # NaN of the new seed left out
     assert math.isnan(across_seeds({"epoch": 1, "val_best": math.nan}, 0, ())["val_best"])
+
+
+def test_tune_table_follows_quiet() -> None:
+    import logging
+
+    from orchestrator.sweep import tune_verbosity
+
+    log = logging.getLogger("orchestrator")
+    before = log.level
+    try:
+        log.setLevel(logging.WARNING)  # -q
+        assert tune_verbosity() == {"verbose": 0}
+        log.setLevel(logging.INFO)  # default
+        assert tune_verbosity() == {}
+        log.setLevel(logging.NOTSET)  # a Python caller who set up no logging
+        assert tune_verbosity() == {}
+    finally:
+        log.setLevel(before)
