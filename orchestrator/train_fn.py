@@ -35,8 +35,6 @@ from orchestrator.capacity import (
 from orchestrator.worker import (
     BEST_KEY,
     RAY_DIR,
-    report_metrics,
-    running_best,
     train_fn_per_worker,
 )
 from trainers.config import ConfigError, TrainConfig
@@ -48,7 +46,7 @@ from trainers.runs import RunRecord, load_record, run_name
 from trainers.storage import Storage
 
 __all__ = ["BEST_KEY", "RAY_DIR", "DataRef", "JobResources", "JobSpec", "finished_record",
-           "fit_job", "make_job", "ray_storage", "report_metrics", "running_best"]
+           "fit_job", "make_job", "ray_storage"]
 
 EVAL_SPLITS = ("train", "val", "test")
 CONTROLLER_FAILURE_LIMIT = 20

@@ -25,6 +25,7 @@ from orchestrator.train_fn import JobResources, JobSpec, ray_storage
 from orchestrator.worker import (
     BEST_KEY,
     TuneSink,
+    best_score,
     outcome_of,
     report_metrics,
     running_best,
@@ -113,9 +114,7 @@ def seeds_in_trial(jobs: Sequence[JobSpec], resources: JobResources) -> None:
             if "diverged" in train_in_trial(job, resources, adjust):
                 return
             history = stored_history(job) or []
-            best = None
-            for flat in history:
-                best = running_best(best, flat.get("score"))
+            best = best_score(history)
         else:
             best = replay(history, adjust)
         if best is not None:

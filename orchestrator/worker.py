@@ -64,6 +64,14 @@ def running_best(best: float | None, score: float | None) -> float | None:
     return score if best is None else max(best, score)
 
 
+def best_score(history: Sequence[Mapping[str, Any]]) -> float | None:
+    """The best validation score of a run's per-epoch history (None before any)."""
+    best = None
+    for past in history:
+        best = running_best(best, past.get("score"))
+    return best
+
+
 def report_metrics(flat: Mapping[str, Any], best: float | None) -> dict[str, Any]:
     """What goes to Ray per epoch: the flat report without empty values, plus ``val_best``.
 
@@ -173,13 +181,11 @@ class RayReporter:
                  sink: Sink | None = None) -> None:
         self.job = job
         self.sink: Sink = sink or TrainSink()
-        self.best: float | None = None
+        self.best = best_score(history)
         self.final: dict[str, Any] | None = None  # the last epoch's metrics, not yet reported
         # Several workers must report the same epochs (a report is collective): every epoch.
         self.interval = report_interval_s() if world()[1] == 1 else 0.0
         self.last_report = time.monotonic()
-        for past in history:
-            self.best = running_best(self.best, past.get("score"))
         # the latest epoch's metrics (a resumed run's last epoch until it trains one more)
         self.last = report_metrics(history[-1] if history else {}, self.best)
 

@@ -27,9 +27,8 @@ from orchestrator.train_fn import (
     DataRef,
     JobResources,
     make_job,
-    report_metrics,
-    running_best,
 )
+from orchestrator.worker import report_metrics, running_best
 from sweeps import reconboost_tune, umt_tune, unimodal_ensembles
 from trainers.config import ConfigError, TrainConfig
 from trainers.loop import EpochReport
