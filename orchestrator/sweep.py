@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -114,6 +115,9 @@ class SweepContext:
     storage: Storage
     resources: JobResources
     more: tuple[TrainConfig, ...] = ()  # the same for the trial's other seeds (seeds_per_trial)
+    # trial epochs the scheduler judges at, reported even between saved states; None: every
+    # epoch (set by the sweep from its scheduler)
+    report_epochs: tuple[int, ...] | None = ()
 
     def job(self, values: Mapping[str, Any], trial_id: str = "") -> JobSpec:
         return self.jobs(values, trial_id)[0]
@@ -150,7 +154,7 @@ def trial_fn(config: dict[str, Any], ctx: SweepContext) -> None:
     data-parallel, replay or drive a TorchTrainer that reports its workers' epochs."""
     jobs = ctx.jobs(config, tune.get_context().get_trial_id())
     if trains_in_trial(ctx.resources):
-        seeds_in_trial(jobs, ctx.resources)
+        seeds_in_trial(jobs, ctx.resources, ctx.report_epochs)
         return
     (job,) = jobs
     history = stored_history(job)
@@ -201,14 +205,35 @@ def searcher(cfg: SweepConfig) -> OptunaSearch:
     return OptunaSearch(sampler=sampler)
 
 
+def asha_plan(ctx: SweepContext, cfg: SweepConfig) -> tuple[int, int, int]:
+    """ASHA's (max_t, grace period, reduction factor) for this sweep."""
+    max_t, first_score = schedule(ctx)
+    return max_t, cfg.grace_period or max(first_score, max_t // 4), cfg.reduction_factor
+
+
+def asha_rungs(max_t: int, grace: int, factor: int) -> tuple[int, ...]:
+    """The epochs at which ASHA (one bracket) judges a trial: grace * factor**k below max_t,
+    as Ray's ``ASHAScheduler`` places its rungs."""
+    count = int(math.log(max_t / grace) / math.log(factor) + 1) if max_t >= grace else 0
+    return tuple(grace * factor ** k for k in range(count))
+
+
 def scheduler(ctx: SweepContext, cfg: SweepConfig) -> ASHAScheduler | None:
     """ASHA over epochs (``cfg.scheduler == "asha"``) or none (every trial runs to its end)."""
     if cfg.scheduler == "none":
         return None
-    max_t, first_score = schedule(ctx)
-    return ASHAScheduler(time_attr="epoch", max_t=max_t,
-                         grace_period=cfg.grace_period or max(first_score, max_t // 4),
-                         reduction_factor=cfg.reduction_factor)
+    max_t, grace, factor = asha_plan(ctx, cfg)
+    return ASHAScheduler(time_attr="epoch", max_t=max_t, grace_period=grace,
+                         reduction_factor=factor)
+
+
+def report_epochs(ctx: SweepContext, cfg: SweepConfig,
+                  custom_scheduler: bool) -> tuple[int, ...] | None:
+    """The trial epochs that must reach Tune whatever the report interval: ASHA's rungs, none
+    without a scheduler, every epoch (None) for a scheduler given by the caller."""
+    if custom_scheduler:
+        return None
+    return asha_rungs(*asha_plan(ctx, cfg)) if cfg.scheduler == "asha" else ()
 
 
 def _tuner(ctx: SweepContext, cfg: SweepConfig, name: str, search_alg: Any = None,
@@ -266,7 +291,8 @@ def _fit(ctx: SweepContext, cfg: SweepConfig, resume: bool, search_alg: Any,
     if ctx.more and not trains_in_trial(ctx.resources):
         raise ConfigError(f"--seeds-per-trial {1 + len(ctx.more)} needs one worker per job; "
                           "use --workers-per-job 1 or --seeds-per-trial 1")
-    ctx = replace(ctx, resources=resolve_resources(ctx.resources))
+    ctx = replace(ctx, resources=resolve_resources(ctx.resources),
+                  report_epochs=report_epochs(ctx, cfg, scheduler_ is not None))
     name = experiment_name(ctx, cfg)
     with experiment_lock(ray_files(ctx.storage, "tune"), name):
         return _run_locked(ctx, cfg, name, resume, search_alg, scheduler_), ctx

@@ -16,7 +16,7 @@ import functools
 import hashlib
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from ray import tune
@@ -63,11 +63,12 @@ def trial_resources(resources: JobResources) -> tune.PlacementGroupFactory:
     return tune.PlacementGroupFactory([resources.bundle()])
 
 
-def train_in_trial(job: JobSpec, resources: JobResources,
-                   adjust: Adjust | None = None) -> dict[str, Any]:
+def train_in_trial(job: JobSpec, resources: JobResources, adjust: Adjust | None = None,
+                   report_epochs: Collection[int] | None = ()) -> dict[str, Any]:
     """Train ``job`` in this trial; the run's saved state is dropped once its record exists.
-    ``adjust`` rewrites each report (several seeds in one trial)."""
-    sink = TuneSink(job, adjust)
+    ``adjust`` rewrites each report (several seeds in one trial); ``report_epochs`` are the
+    trial epochs a scheduler judges at (:class:`~orchestrator.worker.TuneSink`)."""
+    sink = TuneSink(job, adjust, report_epochs)
     outcome = train_job(job, resources.gpus_per_worker or 0.0, sink)
     if "diverged" not in outcome:
         sink.clear()
@@ -101,7 +102,8 @@ def across_seeds(metrics: dict[str, Any], offset: int, done: Sequence[float]) ->
     return out
 
 
-def seeds_in_trial(jobs: Sequence[JobSpec], resources: JobResources) -> None:
+def seeds_in_trial(jobs: Sequence[JobSpec], resources: JobResources,
+                   report_epochs: Collection[int] | None = ()) -> None:
     """One trial that trains (or replays) the same configuration for several seeds, one after
     the other: its score is the mean over seeds, so selection is less at the mercy of one
     seed's luck on the validation split. A diverged seed ends the trial (it says so)."""
@@ -111,7 +113,7 @@ def seeds_in_trial(jobs: Sequence[JobSpec], resources: JobResources) -> None:
         adjust = functools.partial(across_seeds, offset=offset, done=tuple(done))
         history = stored_history(job)
         if history is None:
-            if "diverged" in train_in_trial(job, resources, adjust):
+            if "diverged" in train_in_trial(job, resources, adjust, report_epochs):
                 return
             history = stored_history(job) or []
             best = best_score(history)

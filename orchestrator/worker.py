@@ -28,7 +28,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -110,6 +110,11 @@ class Sink(Protocol):
 
     def report(self, metrics: dict[str, Any], state: dict[str, Any] | None) -> None: ...
 
+    def wants(self, metrics: Mapping[str, Any]) -> bool:
+        """Whether an epoch that is not due for a saved state must still be reported (the
+        epochs a Tune scheduler judges trials at)."""
+        ...
+
     def restored(self) -> dict[str, Any] | None: ...
 
 
@@ -129,6 +134,9 @@ class TrainSink:
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint)
 
+    def wants(self, metrics: Mapping[str, Any]) -> bool:
+        return False  # Train's reports follow the interval (Tune sees them via its callback)
+
     def restored(self) -> dict[str, Any] | None:
         ckpt = ray.train.get_checkpoint()
         if ckpt is None:
@@ -138,15 +146,21 @@ class TrainSink:
 
 
 class TuneSink:
-    """A Tune trial that trains itself: metrics to Tune, the state to the run store."""
+    """A Tune trial that trains itself: metrics to Tune, the state to the run store.
+
+    ``report_epochs`` are the trial's epochs (after ``adjust``) that Tune must hear about even
+    when no state is due: ASHA's rungs, so that a trial shorter than one report interval can
+    still be stopped early. ``None``: every epoch (a scheduler we know nothing about)."""
 
     trial = True
 
     def __init__(self, job: JobSpec,
-                 adjust: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
+                 adjust: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                 report_epochs: Collection[int] | None = ()) -> None:
         self.store = ray_files(job.storage, STATE_DIR)
         self.file = f"{job.name}.pt"
         self.adjust = adjust or (lambda metrics: metrics)  # e.g. several seeds in one trial
+        self.report_epochs = None if report_epochs is None else frozenset(report_epochs)
 
     def rank(self) -> int:
         return 0
@@ -157,6 +171,11 @@ class TuneSink:
             torch.save(state, buffer)
             self.store.write_bytes(buffer.getvalue(), self.file)  # all or nothing
         tune.report(self.adjust(metrics))
+
+    def wants(self, metrics: Mapping[str, Any]) -> bool:
+        if self.report_epochs is None:
+            return True
+        return int(self.adjust(dict(metrics)).get("epoch", 0)) in self.report_epochs
 
     def restored(self) -> dict[str, Any] | None:
         if not self.store.is_file(self.file):
@@ -197,6 +216,8 @@ class RayReporter:
         elif self._due(report):
             self.sink.report(metrics, state() if self.sink.rank() == 0 else None)
             self.last_report = time.monotonic()
+        elif self.sink.wants(metrics):  # a scheduler's rung: metrics only, no state
+            self.sink.report(metrics, None)
         self._fault_drill(report.epoch)
 
     def _due(self, report: EpochReport) -> bool:

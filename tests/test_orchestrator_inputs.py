@@ -277,3 +277,42 @@ def test_tune_table_follows_quiet() -> None:
         assert tune_verbosity() == {}
     finally:
         log.setLevel(before)
+
+
+@pytest.mark.parametrize("max_t, grace, factor", [(10, 2, 2), (8, 2, 2), (48, 12, 2),
+                                                  (30, 1, 3), (9, 3, 3), (5, 5, 2), (40, 10, 4)])
+def test_asha_rungs_are_where_ray_places_them(max_t: int, grace: int, factor: int) -> None:
+    from ray.tune.schedulers import ASHAScheduler
+
+    from orchestrator.sweep import asha_rungs
+
+    asha = ASHAScheduler(time_attr="epoch", max_t=max_t, grace_period=grace,
+                         reduction_factor=factor)
+    assert asha_rungs(max_t, grace, factor) == tuple(sorted(m for m, _ in
+                                                            asha._brackets[0]._rungs))
+
+
+def test_a_trial_reports_the_schedulers_rungs_between_saved_states(monkeypatch) -> None:
+    """A trial shorter than one report interval still tells Tune its score at every rung
+    (without saving a state), counted in the trial's epochs (a second seed counts on)."""
+    import functools
+
+    from orchestrator.trials import across_seeds
+
+    monkeypatch.setenv("FUSION_REPORT_INTERVAL_S", "60")
+    ref = DataRef("synthetic_both")
+    job = make_job(ref, ref.load().spec, TrainConfig(epochs=8), "/tmp/x")
+    sent: list[tuple[int, bool]] = []
+
+    class Sink(worker.TuneSink):
+        def report(self, metrics, state):
+            sent.append((int(self.adjust(metrics)["epoch"]), state is not None))
+
+    second_seed = functools.partial(across_seeds, offset=8, done=(0.5,))
+    for adjust in (None, second_seed):
+        reporter = worker.RayReporter(job, [], Sink(job, adjust, report_epochs=(2, 4, 8, 12)))
+        for e in range(1, 9):
+            reporter.on_epoch_end(_epoch(e, total=8), dict)
+    assert sent == [(2, False), (4, False), (12, False)]  # epoch 8 / 16: the final report
+    everything = worker.TuneSink(job, None, report_epochs=None)
+    assert everything.wants({"epoch": 3}) and not worker.TrainSink().wants({"epoch": 2})

@@ -270,3 +270,21 @@ def test_any_tune_searcher_and_scheduler_give_back_the_result_grid(ray_session: 
     assert all(r.metrics["epoch"] == 2 and 0 <= r.metrics[BEST_KEY] <= 1 for r in grid)
     best = grid.get_best_result()
     assert best.metrics[BEST_KEY] == max(r.metrics[BEST_KEY] for r in grid)
+
+
+def test_asha_judges_short_trials_at_its_rungs(ray_session: str, store: Path) -> None:
+    """Trials far shorter than one report interval (5 s) still report at ASHA's rungs (epochs
+    2 and 4 of 8), so ASHA can stop them there instead of only ever seeing their end."""
+    from orchestrator.sweep import sweep_grid
+
+    ref = DataRef("synthetic_both", {"n": 120, "dim": 4})
+    base = TrainConfig(strategy="fusion_concat", epochs=8, embed_dim=4, hidden_dim=8)
+    space = SearchSpace.from_dict("fusion_concat", {"lr": "choice:0.03,0.0001,0.01"})
+    ctx = SweepContext(ref, ref.load().spec, base, space, Storage.open(store / "rungs"),
+                       JobResources(cpus_per_worker=1, gpus_per_worker=0))
+    grid = sweep_grid(ctx, SweepConfig(space, num_samples=3, searcher="random", grace_period=2))
+    assert len(grid) == 3 and not grid.errors
+    for result in grid:
+        epochs = result.metrics_dataframe["epoch"].tolist()
+        assert epochs[-1] in (2, 4, 8) and {2, 4, 8} & set(range(1, epochs[-1] + 1)) <= set(
+            epochs), epochs
