@@ -97,6 +97,21 @@ class Param:
         return (tune.loguniform if self.kind == "loguniform" else tune.uniform)(self.low,
                                                                                 self.high)
 
+    def contains(self, value: Any) -> bool:
+        """Whether a trial of this parameter can get ``value``."""
+        if self.kind == "choice":
+            return value in self.values
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        whole = self.kind != "int" or float(value).is_integer()
+        return whole and self.low <= value <= self.high
+
+    def as_sampled(self, value: Any) -> Any:
+        """``value`` as a trial gets it (a choice's own element, an int for ``int``)."""
+        if self.kind == "choice":
+            return next(v for v in self.values if v == value)
+        return int(value) if self.kind == "int" else float(value)
+
     def ends(self) -> tuple[Any, ...]:
         """The values that bound what a trial can get (checked against the strategy)."""
         if self.kind == "choice":
@@ -173,6 +188,16 @@ class SearchSpace:
 
     def to_tune(self) -> dict[str, Any]:
         return {p.key: p.to_tune() for p in self.params}
+
+    def point_of(self, base: TrainConfig) -> dict[str, Any] | None:
+        """``base``'s own value of every key (the untuned configuration as a point of this
+        space), or None when one of them lies outside the space."""
+        own, _ = tunable_keys(self.strategy)
+        params = strategy_class(self.strategy).make_params(base.params)
+        point = {p.key: getattr(params if p.key in own else base, p.key) for p in self.params}
+        if not all(p.contains(point[p.key]) for p in self.params):
+            return None
+        return {p.key: p.as_sampled(point[p.key]) for p in self.params}
 
     def corner(self) -> dict[str, Any]:
         """The largest value of every key: the longest trial (ASHA's ``max_t``)."""

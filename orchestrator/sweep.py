@@ -86,6 +86,7 @@ class SweepConfig:
     searcher: str = "tpe"  # one of SEARCHERS
     scheduler: str = "asha"  # one of SCHEDULERS
     seeds_per_trial: int = 1  # seeds each trial trains; its score is their mean
+    default_first: bool = True  # the first trial is the untuned configuration (if in the space)
 
     def __post_init__(self) -> None:
         for name, valid in (("searcher", SEARCHERS), ("scheduler", SCHEDULERS)):
@@ -97,6 +98,9 @@ class SweepConfig:
                   ("grace_period", 0, "0 means: automatic"),
                   ("reduction_factor", 2, "ASHA keeps 1/reduction_factor of the trials per rung"),
                   ("seeds_per_trial", 1, "each trial trains one seed at least"))
+        if not isinstance(self.default_first, bool):
+            raise ConfigError(f"sweep default_first must be true or false but got "
+                              f"{self.default_first!r}")
         for name, low, fix in checks:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -192,8 +196,23 @@ def startup_trials(num_samples: int) -> int:
     return min(10, max(2, num_samples // 3))
 
 
-def searcher(cfg: SweepConfig) -> OptunaSearch:
-    """The Optuna sampler that ``cfg.searcher`` names, seeded with ``cfg.seed``."""
+def start_points(ctx: SweepContext, cfg: SweepConfig) -> list[dict[str, Any]]:
+    """The trials to run first: the untuned configuration (``default_first``), so that the
+    sweep's best is the untuned one unless another configuration beats it on validation.
+    None when a key's untuned value lies outside the space (said in one line)."""
+    if not cfg.default_first:
+        return []
+    point = ctx.space.point_of(ctx.base)
+    if point is None:
+        LOG.info(f"[sweep] the untuned {ctx.space.strategy} configuration lies outside the "
+                 "search space; no trial starts from it")
+        return []
+    return [point]
+
+
+def searcher(cfg: SweepConfig, start: Sequence[Mapping[str, Any]] = ()) -> OptunaSearch:
+    """The Optuna sampler that ``cfg.searcher`` names, seeded with ``cfg.seed``; ``start``
+    are the configurations it tries first."""
     if cfg.searcher == "random":
         sampler: optuna.samplers.BaseSampler = optuna.samplers.RandomSampler(seed=cfg.seed)
     elif cfg.searcher == "cmaes":
@@ -202,7 +221,7 @@ def searcher(cfg: SweepConfig) -> OptunaSearch:
     else:
         sampler = optuna.samplers.TPESampler(seed=cfg.seed,
                                              n_startup_trials=startup_trials(cfg.num_samples))
-    return OptunaSearch(sampler=sampler)
+    return OptunaSearch(sampler=sampler, points_to_evaluate=[dict(p) for p in start] or None)
 
 
 def asha_plan(ctx: SweepContext, cfg: SweepConfig) -> tuple[int, int, int]:
@@ -243,7 +262,8 @@ def _tuner(ctx: SweepContext, cfg: SweepConfig, name: str, search_alg: Any = Non
         _trainable(ctx),
         param_space=ctx.space.to_tune(),
         tune_config=tune.TuneConfig(
-            metric=BEST_KEY, mode="max", search_alg=search_alg or searcher(cfg),
+            metric=BEST_KEY, mode="max",
+            search_alg=search_alg or searcher(cfg, start_points(ctx, cfg)),
             scheduler=scheduler_ or scheduler(ctx, cfg), num_samples=cfg.num_samples,
             max_concurrent_trials=cfg.max_concurrent or max_concurrent(ctx.resources),
             reuse_actors=in_trial,

@@ -279,11 +279,12 @@ def test_asha_judges_short_trials_at_its_rungs(ray_session: str, store: Path) ->
 
     ref = DataRef("synthetic_both", {"n": 120, "dim": 4})
     base = TrainConfig(strategy="fusion_concat", epochs=8, embed_dim=4, hidden_dim=8)
-    space = SearchSpace.from_dict("fusion_concat", {"lr": "choice:0.03,0.0001,0.01"})
+    space = SearchSpace.from_dict("fusion_concat", {"lr": "choice:0.03,0.0001,0.001"})
     ctx = SweepContext(ref, ref.load().spec, base, space, Storage.open(store / "rungs"),
                        JobResources(cpus_per_worker=1, gpus_per_worker=0))
     grid = sweep_grid(ctx, SweepConfig(space, num_samples=3, searcher="random", grace_period=2))
     assert len(grid) == 3 and not grid.errors
+    assert grid[0].config == {"lr": base.lr}  # the untuned configuration goes first
     for result in grid:
         epochs = result.metrics_dataframe["epoch"].tolist()
         assert epochs[-1] in (2, 4, 8) and {2, 4, 8} & set(range(1, epochs[-1] + 1)) <= set(
