@@ -184,10 +184,12 @@ def schedule(ctx: SweepContext) -> tuple[int, int]:
     cfg = ctx.space.apply(ctx.base, ctx.space.corner())
     with resolving(ctx.storage):  # teachers / warm starts are runs of this store
         phases = build(ctx.spec, cfg).phases()
-    epochs = [(p.epochs, p.evaluate != "never") for p in phases]
-    first = next((i for i, (_, scored) in enumerate(epochs) if scored), len(epochs) - 1)
+    first = next((i for i, p in enumerate(phases) if p.evaluate != "never"), len(phases) - 1)
+    scored = phases[first]  # scored after its first epoch, or only at its end
+    before = sum(p.epochs for p in phases[:first])
     seeds = 1 + len(ctx.more)  # a trial's seeds run one after the other
-    return seeds * sum(e for e, _ in epochs), sum(e for e, _ in epochs[:first + 1])
+    return (seeds * sum(p.epochs for p in phases),
+            before + (1 if scored.evaluate == "epoch" else scored.epochs))
 
 
 def startup_trials(num_samples: int) -> int:
