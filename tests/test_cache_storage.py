@@ -13,12 +13,19 @@ import torch
 
 import trainers.data.reid_benchmarks as reid
 import trainers.data.remote_cache as remote
+import trainers.locks as locks
 from tests.conftest import make_bucket
 from tests.loader_trees import rgbnt201_name, rgbnt201_tree, write_jpg
 from tests.test_cache import all_x, load, no_decoding
 from trainers.data import create_dataset, with_cache_default
 from trainers.data.cache import CachedDataset, default_cache_dir
 from trainers.storage import Storage
+
+
+@pytest.fixture(autouse=True)
+def quick_lease(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One job per test: no lease race to settle (tests/test_cache_lock.py races two)."""
+    monkeypatch.setattr(locks, "SETTLE_S", 0.05)
 
 
 def test_the_default_cache_is_data_cache_under_the_storage_root(tmp_path: Path) -> None:
