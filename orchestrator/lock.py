@@ -14,15 +14,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import psutil
-
 from trainers.config import ConfigError
+from trainers.locks import alive_here, describe, holder
 from trainers.storage import Storage
 
 LOG = logging.getLogger(__name__)
@@ -32,36 +28,21 @@ class ExperimentLocked(ConfigError):
     """Another live process runs this experiment; the message names it."""
 
 
-def _holder() -> dict[str, object]:
-    return {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
-
-
-def _alive_here(holder: dict) -> bool:
-    if holder.get("host") != socket.gethostname():
-        return True  # another host: cannot check, assume it is alive
-    try:
-        return psutil.pid_exists(int(holder.get("pid", -1))) and int(holder["pid"]) != os.getpid()
-    except (TypeError, ValueError):
-        return False
-
-
 @contextmanager
 def experiment_lock(store: Storage, name: str) -> Iterator[None]:
     """Hold ``<store>/<name>.lock`` for the duration of the block (see the module docstring)."""
     file = f"{name}.lock"
     if store.is_file(file):
         try:
-            holder = json.loads(store.read_text(file))
+            held = json.loads(store.read_text(file))
         except (ValueError, OSError):
-            holder = {}
-        if holder and _alive_here(holder):
-            since = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(holder.get("since", 0))))
+            held = {}
+        if held and alive_here(held):
             raise ExperimentLocked(
-                f"experiment {name} is being run by pid {holder.get('pid')} on host "
-                f"{holder.get('host')} (since {since}); wait for it to finish, or if that process "
-                f"is gone, delete {store.uri(file)} and run again")
+                f"experiment {name} is being run by {describe(held)}; wait for it to finish, "
+                f"or if that process is gone, delete {store.uri(file)} and run again")
         LOG.warning("[sweep] taking over a stale lock of %s (its holder is gone)", name)
-    store.write_text(json.dumps(_holder()), file)
+    store.write_text(json.dumps(holder()), file)
     try:
         yield
     finally:

@@ -13,12 +13,19 @@ import torch
 
 import trainers.data.reid_benchmarks as reid
 import trainers.data.remote_cache as remote
+import trainers.locks as locks
 from tests.conftest import make_bucket
 from tests.loader_trees import rgbnt201_name, rgbnt201_tree, write_jpg
 from tests.test_cache import all_x, load, no_decoding
 from trainers.data import create_dataset, with_cache_default
 from trainers.data.cache import CachedDataset, default_cache_dir
 from trainers.storage import Storage
+
+
+@pytest.fixture(autouse=True)
+def quick_lease(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One job per test: no lease race to settle (tests/test_cache_lock.py races two)."""
+    monkeypatch.setattr(locks, "SETTLE_S", 0.05)
 
 
 def test_the_default_cache_is_data_cache_under_the_storage_root(tmp_path: Path) -> None:
@@ -104,3 +111,25 @@ def test_a_sweep_setup_points_the_dataset_at_the_storage_cache(tmp_path: Path) -
     create_dataset("rgbnt201", **kw)
     assert sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "store" / "data-cache").iterdir()) \
         == ["rgbnt201-query", "rgbnt201-train"]
+
+
+def test_python_m_trainers_caches_file_datasets_under_its_storage(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from trainers.__main__ import main
+
+    argv = ["--dataset", "rgbnt201", "--dataset-arg", f"root={rgbnt201_tree(tmp_path / 'data')}",
+            "--dataset-arg", "image_size=[16,8]", "--dataset-arg", "val_fraction=0.2",
+            "--strategies", "fusion_concat", "--epochs", "1", "--batch-size", "8", "-q"]
+    assert main([*argv, "--storage", str(tmp_path / "store")]) == 0
+    cache = tmp_path / "store" / "data-cache"
+    assert sorted(p.name.rsplit("-", 1)[0] for p in cache.iterdir()) \
+        == ["rgbnt201-query", "rgbnt201-train"]
+    calls: list[int] = []
+    real = reid.read_image
+    monkeypatch.setattr(reid, "read_image", lambda *a: calls.append(1) or real(*a))
+    assert main([*argv, "--storage", str(tmp_path / "store"), "--seeds", "1"]) == 0
+    assert calls == []  # the second run read the cache
+    off = ["--storage", str(tmp_path / "off"), "--dataset-arg", "cache_dir=null"]
+    assert main([*argv, *off]) == 0
+    assert len(calls) > 78  # each of the 78 files (13 ids x 2 cameras x 3), again every pass
+    assert not (tmp_path / "off" / "data-cache").exists()

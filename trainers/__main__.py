@@ -2,6 +2,11 @@
 
 Example: ``python -m trainers --dataset avdigits --seeds 0 1 2``
 
+As in the sweep scripts, a file-backed dataset (one whose loader takes ``cache_dir``: the reid
+benchmarks, ``cremad``, ``ave``) decodes its files once into ``ROOT/data-cache``, shared by every
+later run on that storage root (:mod:`trainers.data.cache`); ``--dataset-arg cache_dir=PATH``
+puts the cache elsewhere and ``--dataset-arg cache_dir=null`` turns it off.
+
 Exit status: 0 when every run finished, 1 when some run failed (its loss diverged, or a unimodal
 run it needs did; the others still run and the table is printed), 2 for bad arguments.
 """
@@ -31,6 +36,7 @@ from trainers.data import (
     create_dataset,
     list_datasets,
     parse_dataset_args,
+    with_cache_default,
 )
 from trainers.experiment import add_experiment_options, parse_with_config, train_options
 from trainers.layout import DEFAULT_ROOT, RUNS, STORAGE_ENV, Layout, layout_warnings
@@ -96,14 +102,19 @@ def add_dataset_options(p: argparse.ArgumentParser, required: bool = False) -> N
                         "--dataset-arg image_size=[256,128] (see docs/datasets.md)")
 
 
-def dataset_from_args(args: argparse.Namespace) -> DataBundle:
-    return create_dataset(args.dataset, **parse_dataset_args(args.dataset_arg))
+def dataset_from_args(args: argparse.Namespace, storage_root: object = None) -> DataBundle:
+    """The dataset of ``--dataset`` / ``--dataset-arg``; with ``storage_root``, the cache
+    default of :func:`~trainers.data.with_cache_default` (``<storage root>/data-cache``)."""
+    kwargs = parse_dataset_args(args.dataset_arg)
+    if storage_root is not None:
+        kwargs = with_cache_default(args.dataset, kwargs, storage_root)
+    return create_dataset(args.dataset, **kwargs)
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
-        data = dataset_from_args(args)
+        data = dataset_from_args(args, Layout.open(args.storage).root)
         strategies = args.strategies or list(DEFAULT_STRATEGIES[data.spec.task])
         unknown = [s for s in strategies if s not in list_strategies()]
         if unknown:

@@ -15,7 +15,8 @@ modality shapes, the loader's and this module's versions); ``meta.json`` holds t
 modification times). A folder whose fingerprint does not match the files listed now is
 rebuilt, never used. A build is written under a temporary name and renamed into place, so a
 half-built cache is never opened; leftover ``.tmp-*`` folders from killed builds are safe to
-delete. Clearing the cache = deleting the folder.
+delete. Jobs that miss one folder at once build it once: the first takes ``.<folder>.lock``,
+the others wait for it (:mod:`trainers.locks`). Clearing the cache = deleting the folder.
 
 ``cache_dir`` may also be an object-store URI (``s3://bucket/prefix/data-cache``): built
 locally, uploaded, fetched once per node (:mod:`trainers.data.remote_cache`). The sweep
@@ -39,6 +40,7 @@ import numpy as np
 import torch
 
 from trainers.data.contract import DataError, DatasetSpec, ModalitySpec, MultimodalDataset
+from trainers.locks import FileLock, build_once
 from trainers.storage import Storage
 
 CACHE_VERSION = "2"  # 2: uint8 images from raw readers
@@ -232,8 +234,10 @@ class DatasetCache:
                              [r.files for r in records])
         if self.storage.is_local:
             folder = Path(self.storage.path(name))
-            found = SplitStore.open(folder, fp, self.modalities)
-            store = found or build(folder, fp, records, self.read, self.modalities, self.dtype)
+            store = build_once(FileLock(folder.with_name(f".{name}.lock")), name,
+                               lambda: SplitStore.open(folder, fp, self.modalities),
+                               lambda: build(folder, fp, records, self.read, self.modalities,
+                                             self.dtype))
         else:
             from trainers.data.remote_cache import open_or_build
 

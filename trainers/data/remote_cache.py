@@ -17,6 +17,16 @@ gone, builds again; it never opens a half-uploaded build. Each node keeps fetche
 so every job on the node after the first opens them without touching the network. Builds
 from other data are deleted once a newer one is published; builds of the same data (two
 jobs that built at once) are left to whoever points at them.
+
+Jobs that miss a split at once build it once: the first to hold ``<name>/build.lease`` builds
+and publishes, the others wait for the pointer (:func:`trainers.locks.build_once`). An object
+store has no atomic create-if-absent through ``pyarrow.fs``, so the lease is written, left to
+settle (``SETTLE_S``, 1 s) and read back, and is held by whoever reads back its own token. The
+residual race: when one job's lease write takes longer than that to land, after the other job
+read back its own token, both hold it and both build (the second pointer written wins; the
+other build is the same data and stays until a build of other data replaces both). A lease
+nobody renews for ``STALE_S`` (10 min; its holder renews it every minute while building) is
+taken over, so a killed builder delays the others by at most that.
 """
 
 from __future__ import annotations
@@ -32,25 +42,31 @@ import pyarrow.fs as pafs
 
 from trainers.data.cache import Reader, SplitStore, build
 from trainers.data.contract import ModalitySpec
+from trainers.locks import LeaseLock, build_once
 from trainers.storage import Storage, StorageError, cache_dir, pa_errors
 
 POINTER = "meta.json"
+LEASE = "build.lease"  # held by the job building the split (trainers.locks.LeaseLock)
 
 
 def open_or_build(storage: Storage, name: str, fingerprint: str, records: Sequence,
                   read: Reader, modalities: Sequence[ModalitySpec], dtype: str) -> SplitStore:
     """The split's store from ``storage``: this node's copy, a fresh download, or a new build
-    that is uploaded for every later job."""
-    meta = pointer(storage, name)
-    if meta is not None and meta.get("fingerprint") == fingerprint:
+    (by the one job holding the split's lease) that is uploaded for every later job."""
+    def published() -> SplitStore | None:
+        meta = pointer(storage, name)
+        if meta is None or meta.get("fingerprint") != fingerprint:
+            return None
         local = fetch(storage, name, str(meta.get("data", "")))
-        store = SplitStore.open(local, fingerprint, modalities) if local else None
-        if store is not None:
-            return store
-    sub = f"{fingerprint[:16]}-{uuid.uuid4().hex[:8]}"
-    store = build(node_folder(name, sub), fingerprint, records, read, modalities, dtype)
-    publish(storage, name, sub, store)
-    return store
+        return SplitStore.open(local, fingerprint, modalities) if local else None
+
+    def build_and_publish() -> SplitStore:
+        sub = f"{fingerprint[:16]}-{uuid.uuid4().hex[:8]}"
+        store = build(node_folder(name, sub), fingerprint, records, read, modalities, dtype)
+        publish(storage, name, sub, store)
+        return store
+
+    return build_once(LeaseLock(storage, name, LEASE), name, published, build_and_publish)
 
 
 def node_folder(name: str, sub: str) -> Path:
