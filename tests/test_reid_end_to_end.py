@@ -74,3 +74,17 @@ def test_reid_loss_is_triplet_plus_weighted_id(tiny_reid):
         model["logits"], b["y"])
     assert torch.allclose(out["loss"], expected, atol=1e-5)
     assert len(b["y"].unique()) * 4 == len(b["y"])  # P identities x K=4 samples
+
+
+def test_a_batch_of_more_identities_than_the_train_split_has_is_a_one_line_error(tiny_reid):
+    """batch_size 64 = 16 identities x 4 images, but tiny_reid's train split has 8: the error
+    names the setting and the largest batch that works, before any training."""
+    import pytest
+
+    from trainers.api import train
+    from trainers.data.contract import DataError
+
+    with pytest.raises(DataError, match=r"^batch_size 64 makes P x K batches of 16 identities x "
+                                        r"4 images, but the train split of reid_synth has only "
+                                        r"8 identities; use --batch-size 32 or less$"):
+        train(tiny_reid, tiny_cfg(batch_size=64))

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import torch
 
-from trainers.data.contract import DataBundle, MultimodalDataset, iterate_batches
+from trainers.data.contract import DataBundle, DataError, MultimodalDataset, iterate_batches
 from trainers.distributed import average_gradients, shard, world
 from trainers.metrics import classification_metrics
 from trainers.seed import resolve_device
@@ -108,9 +108,13 @@ def batches(strategy: Strategy | None, ds: MultimodalDataset, batch_size: int, e
     if train and ds.spec.task == "reid":
         from trainers.reid.sampler import pk_batches
 
-        k = 4
-        idx = pk_batches(ds.labels.tolist(), p=max(2, batch_size // k), k=k, seed=epoch_seed,
-                         epoch=0)
+        k, labels = 4, ds.labels.tolist()
+        p, ids = max(2, batch_size // k), len(set(labels))
+        if p > ids:
+            raise DataError(f"batch_size {batch_size} makes P x K batches of {p} identities x "
+                            f"{k} images, but the train split of {ds.spec.name} has only {ids} "
+                            f"identities; use --batch-size {k * ids} or less")
+        idx = pk_batches(labels, p=p, k=k, seed=epoch_seed, epoch=0)
     rank, size = world()
     if train and size > 1:  # data-parallel: every worker draws the same global batches
         if idx is None:
