@@ -8,7 +8,7 @@ import math
 import pytest
 
 from benchmarks import summary_block, verdict
-from benchmarks.concurrency import arm_order, speedup
+from benchmarks.concurrency import arm_order, ceiling, speedup
 from benchmarks.overhead import epoch_verdict, fit_line, loop_epoch_s
 from benchmarks.sweep_efficiency import (
     ArmResult,
@@ -64,6 +64,8 @@ def test_concurrency_helpers():
     assert speedup(30.0, 20.0) == pytest.approx(1.5)
     assert arm_order(0) == ["sequential", "concurrent"]
     assert arm_order(1) == ["concurrent", "sequential"]
+    assert ceiling([9.0, 4.5]) == pytest.approx(1.5)  # the longer job bounds the overlap
+    assert ceiling([6.0, 6.0]) == pytest.approx(2.0)
 
 
 def test_summary_block_aligns_rows():
