@@ -20,12 +20,19 @@ concurrent arm pays one process start (Python, Ray worker, torch and torch._dyna
 about 4 CPU-seconds here) per job, a sequential arm one in all (Tune reuses its process).
 Arms alternate their order over ``--repeats`` rounds. Ray's own start-up is paid once and left
 out. The speed-up is sequential wall / concurrent wall.
+
+For reference, the ``equal`` jobs also run without Ray, as two plain Python processes (each
+imports torch and trains one job with 1 thread), one after the other and both at once: what
+the 2 cores give when nothing else (Ray's own processes, the driver) shares them.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
+import time
 
 import benchmarks as bench
 from orchestrator.jobs import run_jobs, unimodal_jobs
@@ -56,6 +63,31 @@ def run_arm(name: str, limit: int | None, data: DataBundle,
     return wall, [r.wall_time_s for r in records]
 
 
+def plain_arm(limit: int | None, epochs: int) -> float:
+    """Wall time of the ``equal`` jobs as plain processes (no Ray), ``limit`` at a time."""
+    cmds = [[sys.executable, "-m", "benchmarks.concurrency", "--plain-job", str(seed),
+             "--epochs", str(epochs)] for seed in (0, 1)]
+    start = time.perf_counter()
+    if limit == 1:
+        for cmd in cmds:
+            subprocess.run(cmd, check=True)
+    else:
+        for proc in [subprocess.Popen(cmd) for cmd in cmds]:
+            if proc.wait() != 0:
+                raise SystemExit(f"plain job failed: {proc.args}")
+    return time.perf_counter() - start
+
+
+def plain_job(seed: int, epochs: int) -> None:
+    """One ``equal`` job in this process, no Ray: 1 torch thread, nothing written."""
+    from orchestrator.jobs import unimodal_configs
+    from trainers.api import train
+
+    data = DataRef(bench.DATASET).load()
+    base = TrainConfig(epochs=epochs, num_threads=1, seed=seed)
+    train(data, unimodal_configs(data, base)[data.spec.modality_names[0]])
+
+
 def arm_order(round_index: int) -> list[str]:
     """Alternate which arm goes first, round by round."""
     names = list(ARMS)
@@ -78,6 +110,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3,
                         help="rounds of both arms of both workloads, order alternating "
                              "(default 3)")
+    parser.add_argument("--plain-job", type=int, default=None, help=argparse.SUPPRESS)
     bench.add_common_args(parser)
     args = parser.parse_args()
     if args.quick:
@@ -89,11 +122,14 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    if args.plain_job is not None:
+        plain_job(args.plain_job, args.epochs)
+        return
     health = bench.apply_health_check(args.health_check_s)
     cfg = TrainConfig(epochs=args.epochs)
     data = DataRef(bench.DATASET).load()
     names = ("modalities", "equal")
-    walls = {(w, a): [] for w in names for a in ARMS}
+    walls = {(w, a): [] for w in (*names, "plain") for a in ARMS}
     loops = {(w, a): [] for w in names for a in ARMS}
     with bench.local_ray(num_cpus=2) as ray_times:
         for i in range(args.repeats):
@@ -104,12 +140,22 @@ def main() -> None:
                     loops[name, arm].append(per_job)
                     print(f"  round {i + 1} {name:<10} {arm:<10}: {wall:6.1f} s (jobs: "
                           f"{', '.join(f'{s:.1f}' for s in per_job)} s)", flush=True)
+            for arm in arm_order(i):
+                walls["plain", arm].append(plain_arm(ARMS[arm], args.epochs))
+                print(f"  round {i + 1} plain      {arm:<10}: {walls['plain', arm][-1]:6.1f} s",
+                      flush=True)
     rows = [("jobs", f"unimodal jobs on {bench.DATASET}, {cfg.epochs} epochs, 1 CPU / 1 thread "
                      "each"),
             ("cluster", f"local Ray, 2 CPUs (started in {bench.fmt_s(ray_times['startup_s'])}, "
                         "not counted)")]
     for name in names:
         rows += report(name, walls, loops)
+    plain_seq = bench.median(walls["plain", "sequential"])
+    plain_conc = bench.median(walls["plain", "concurrent"])
+    rows.append(("equal, no Ray", f"{bench.fmt_s(plain_seq)} one after the other, "
+                                  f"{bench.fmt_s(plain_conc)} at once: "
+                                  f"{speedup(plain_seq, plain_conc):.2f}x (plain processes, "
+                                  "what the 2 cores give)"))
     notes = [health, f"median of {args.repeats} round(s), arm order alternating",
              "load average (1 min) at the end: " + ", ".join(f"{x:.1f}" for x in os.getloadavg()),
              "On a GPU cluster with one GPU per job the jobs do not share a device; the",

@@ -73,8 +73,10 @@ class SweepConfig:
     """How to search: ``num_samples`` trials, TPE seeded with ``seed``, ASHA over epochs.
 
     ``max_concurrent=0`` runs as many trials as the cluster fits; ``grace_period=0`` lets ASHA
-    judge a trial after a quarter of the longest trial's epochs, and not before the longest
-    first stretch without a validation score (ReconBoost's first stage).
+    judge a trial after an eighth of the longest trial's epochs, and not before the longest
+    first stretch without a validation score (ReconBoost's first stage). ASHA keeps the best
+    1/``reduction_factor`` of the trials at each rung: 3, Hyperband's own choice, keeps a
+    sweep of 8 trials within about 3 default runs (benchmarks/sweep_pays.py; 2 took 4.8).
     """
 
     space: SearchSpace
@@ -82,7 +84,7 @@ class SweepConfig:
     seed: int = 0
     max_concurrent: int = 0
     grace_period: int = 0
-    reduction_factor: int = 2
+    reduction_factor: int = 3
     searcher: str = "tpe"  # one of SEARCHERS
     scheduler: str = "asha"  # one of SCHEDULERS
     seeds_per_trial: int = 1  # seeds each trial trains; its score is their mean
@@ -229,7 +231,7 @@ def searcher(cfg: SweepConfig, start: Sequence[Mapping[str, Any]] = ()) -> Optun
 def asha_plan(ctx: SweepContext, cfg: SweepConfig) -> tuple[int, int, int]:
     """ASHA's (max_t, grace period, reduction factor) for this sweep."""
     max_t, first_score = schedule(ctx)
-    return max_t, cfg.grace_period or max(first_score, max_t // 4), cfg.reduction_factor
+    return max_t, cfg.grace_period or max(first_score, max_t // 8), cfg.reduction_factor
 
 
 def asha_rungs(max_t: int, grace: int, factor: int) -> tuple[int, ...]:

@@ -320,20 +320,22 @@ def test_a_trial_reports_the_schedulers_rungs_between_saved_states(monkeypatch) 
 
 
 @pytest.mark.parametrize("strategy, params, expected", [
-    ("fusion_concat", {}, (10, 1, 2)),  # scored every epoch: ASHA may judge from epoch 2 on
-    ("reconboost", {}, (48, 8, 12)),  # 6 stages of 4 + 4; first score after stage 0's rectify
+    ("fusion_concat", {}, (10, 1, 1)),  # scored every epoch: ASHA may judge from epoch 1 on
+    ("fusion_concat", {"epochs": 40}, (40, 1, 5)),  # an eighth of the longest trial
+    ("reconboost", {}, (48, 8, 8)),  # 6 stages of 4 + 4; first score after stage 0's rectify
     ("reconboost", {"stages": 2, "epochs_per_stage": 1, "rectify_epochs": 1}, (4, 2, 2)),
 ])
-def test_asha_judges_from_the_first_validation_score_or_a_quarter_of_the_longest_trial(
+def test_asha_judges_from_the_first_validation_score_or_an_eighth_of_the_longest_trial(
         strategy: str, params: dict, expected: tuple[int, int, int]) -> None:
     from orchestrator.sweep import SweepContext, asha_plan, schedule
 
     ref = DataRef("synthetic_both")
-    epochs = {"epochs": 10} if strategy == "fusion_concat" else {}
+    params = dict(params)
+    epochs = {"epochs": params.pop("epochs", 10)} if strategy == "fusion_concat" else {}
     base = TrainConfig(strategy=strategy, params=params, **epochs)
     space = SearchSpace.from_dict(strategy, {"lr": "choice:0.01"})
     ctx = SweepContext(ref, ref.load().spec, base, space, Storage.open("/tmp/x"),
                        JobResources(cpus_per_worker=1, gpus_per_worker=0))
     max_t, first_score = schedule(ctx)
     max_t_, grace, factor = asha_plan(ctx, SweepConfig(space))
-    assert (max_t, first_score, grace) == expected and max_t_ == max_t and factor == 2
+    assert (max_t, first_score, grace) == expected and max_t_ == max_t and factor == 3
