@@ -51,7 +51,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_diagnose(args: argparse.Namespace) -> int:
     from orchestrator.diagnostics_rows import diagnose_store
 
-    data = dataset_from_args(args)
+    data = dataset_from_args(args, Layout.open(args.storage).root)  # cache at ROOT/data-cache
     noise = NoiseConfig(levels=tuple(args.noise_levels), seed=args.seed)
     store, results = _locations(args)
     written = diagnose_store(data, store, results, ProbeConfig(max_iter=args.probe_iters),
@@ -67,7 +67,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     from trainers.diagnostics import selection_trick
     from trainers.runs import train_or_reuse
 
-    data = dataset_from_args(args)
+    data = dataset_from_args(args, Layout.open(args.storage).root)  # cache at ROOT/data-cache
     base = TrainConfig(epochs=args.epochs, seed=args.seed, num_threads=args.threads)
     group, (store, results) = {}, _locations(args)
     for m, cfg in unimodal_configs(data, base).items():

@@ -135,7 +135,7 @@ def _runs_of(store: str | Path | Storage, dataset: str,
     root = Storage.open(store)
     if not root.is_dir():
         raise FileNotFoundError(f"run store {root.location!r} does not exist; train runs into "
-                                "it first (python -m trainers --store DIR)")
+                                "it first (python -m trainers --storage ROOT, with the same ROOT)")
     out = []
     for record in finished_runs(root):
         payload = read_checkpoint(record.checkpoint)

@@ -133,3 +133,19 @@ def test_python_m_trainers_caches_file_datasets_under_its_storage(
     assert main([*argv, *off]) == 0
     assert len(calls) > 78  # each of the 78 files (13 ids x 2 cameras x 3), again every pass
     assert not (tmp_path / "off" / "data-cache").exists()
+
+
+def test_python_m_orchestrator_diagnose_caches_under_its_storage_too(tmp_path: Path,
+                                                                     capsys) -> None:
+    """diagnose / recommend build the dataset with the same cache default as every command:
+    here the storage holds no run store yet (a one-line error), but the cache is built."""
+    from orchestrator.__main__ import main
+
+    argv = ["diagnose", "--dataset", "rgbnt201", "--dataset-arg",
+            f"root={rgbnt201_tree(tmp_path / 'data')}", "--dataset-arg", "image_size=[16,8]",
+            "--dataset-arg", "val_fraction=0.2", "--storage", str(tmp_path / "store")]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.endswith("does not exist; train runs into it first (python -m "
+                                            "trainers --storage ROOT, with the same ROOT)\n")
+    assert sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "store" / "data-cache").iterdir()
+                  ) == ["rgbnt201-query", "rgbnt201-train"]
