@@ -17,20 +17,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-import optuna
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
-from ray.tune.schedulers import ASHAScheduler
-from ray.tune.search.optuna import OptunaSearch
 
 from orchestrator.jobs import max_concurrent, resolve_resources
 from orchestrator.lock import experiment_lock
 from orchestrator.ray_utils import driver_resources
+from orchestrator.search import report_epochs, scheduler, searcher, start_points
 from orchestrator.space import SearchSpace, native
 from orchestrator.train_fn import (
     BEST_KEY,
@@ -51,8 +48,6 @@ from orchestrator.trials import (
     tune_env,
 )
 from orchestrator.worker import outcome_of
-from trainers.api import build
-from trainers.checkpoint import resolving
 from trainers.config import ConfigError, TrainConfig
 from trainers.data.contract import DatasetSpec
 from trainers.experiment import SCHEDULERS, SEARCHERS
@@ -75,8 +70,9 @@ class SweepConfig:
     ``max_concurrent=0`` runs as many trials as the cluster fits; ``grace_period=0`` lets ASHA
     judge a trial after an eighth of the longest trial's epochs, and not before the longest
     first stretch without a validation score (ReconBoost's first stage). ASHA keeps the best
-    1/``reduction_factor`` of the trials at each rung: 3, Hyperband's own choice, keeps a
-    sweep of 8 trials within about 3 default runs (benchmarks/sweep_pays.py; 2 took 4.8).
+    1/``reduction_factor`` of the trials at each rung: 3 is Hyperband's choice (measured with
+    benchmarks/sweep_pays.py: 8-trial sweeps cost 4.6 default runs for UMT, 2.9 for
+    ReconBoost, against 4.8 and 3.0 with 2). Rules: :mod:`orchestrator.search`.
     """
 
     space: SearchSpace
@@ -178,85 +174,6 @@ def experiment_name(ctx: SweepContext, cfg: SweepConfig) -> str:
              "num_samples": cfg.num_samples, "seed": cfg.seed, "data": vars(ctx.data)}
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode())
     return f"{ctx.space.strategy}-{ctx.spec.name}-s{cfg.seed}-{digest.hexdigest()[:10]}"
-
-
-def schedule(ctx: SweepContext) -> tuple[int, int]:
-    """(epochs of the longest possible trial, epochs before its first validation score), with
-    every key at its largest value: ASHA's ``max_t`` and the least sensible grace period."""
-    cfg = ctx.space.apply(ctx.base, ctx.space.corner())
-    with resolving(ctx.storage):  # teachers / warm starts are runs of this store
-        phases = build(ctx.spec, cfg).phases()
-    first = next((i for i, p in enumerate(phases) if p.evaluate != "never"), len(phases) - 1)
-    scored = phases[first]  # scored after its first epoch, or only at its end
-    before = sum(p.epochs for p in phases[:first])
-    seeds = 1 + len(ctx.more)  # a trial's seeds run one after the other
-    return (seeds * sum(p.epochs for p in phases),
-            before + (1 if scored.evaluate == "epoch" else scored.epochs))
-
-
-def startup_trials(num_samples: int) -> int:
-    """Random trials before TPE starts modelling: a third of the budget, 2 to 10. Optuna's
-    default of 10 would make every sweep of up to 10 trials a plain random search."""
-    return min(10, max(2, num_samples // 3))
-
-
-def start_points(ctx: SweepContext, cfg: SweepConfig) -> list[dict[str, Any]]:
-    """The trials to run first: the untuned configuration (``default_first``), so that the
-    sweep's best is the untuned one unless another configuration beats it on validation.
-    None when a key's untuned value lies outside the space (said in one line)."""
-    if not cfg.default_first:
-        return []
-    point = ctx.space.point_of(ctx.base)
-    if point is None:
-        LOG.info(f"[sweep] the untuned {ctx.space.strategy} configuration lies outside the "
-                 "search space; no trial starts from it")
-        return []
-    return [point]
-
-
-def searcher(cfg: SweepConfig, start: Sequence[Mapping[str, Any]] = ()) -> OptunaSearch:
-    """The Optuna sampler that ``cfg.searcher`` names, seeded with ``cfg.seed``; ``start``
-    are the configurations it tries first."""
-    if cfg.searcher == "random":
-        sampler: optuna.samplers.BaseSampler = optuna.samplers.RandomSampler(seed=cfg.seed)
-    elif cfg.searcher == "cmaes":
-        sampler = optuna.samplers.CmaEsSampler(seed=cfg.seed,
-                                               n_startup_trials=startup_trials(cfg.num_samples))
-    else:
-        sampler = optuna.samplers.TPESampler(seed=cfg.seed,
-                                             n_startup_trials=startup_trials(cfg.num_samples))
-    return OptunaSearch(sampler=sampler, points_to_evaluate=[dict(p) for p in start] or None)
-
-
-def asha_plan(ctx: SweepContext, cfg: SweepConfig) -> tuple[int, int, int]:
-    """ASHA's (max_t, grace period, reduction factor) for this sweep."""
-    max_t, first_score = schedule(ctx)
-    return max_t, cfg.grace_period or max(first_score, max_t // 8), cfg.reduction_factor
-
-
-def asha_rungs(max_t: int, grace: int, factor: int) -> tuple[int, ...]:
-    """The epochs at which ASHA (one bracket) judges a trial: grace * factor**k below max_t,
-    as Ray's ``ASHAScheduler`` places its rungs."""
-    count = int(math.log(max_t / grace) / math.log(factor) + 1) if max_t >= grace else 0
-    return tuple(grace * factor ** k for k in range(count))
-
-
-def scheduler(ctx: SweepContext, cfg: SweepConfig) -> ASHAScheduler | None:
-    """ASHA over epochs (``cfg.scheduler == "asha"``) or none (every trial runs to its end)."""
-    if cfg.scheduler == "none":
-        return None
-    max_t, grace, factor = asha_plan(ctx, cfg)
-    return ASHAScheduler(time_attr="epoch", max_t=max_t, grace_period=grace,
-                         reduction_factor=factor)
-
-
-def report_epochs(ctx: SweepContext, cfg: SweepConfig,
-                  custom_scheduler: bool) -> tuple[int, ...] | None:
-    """The trial epochs that must reach Tune whatever the report interval: ASHA's rungs, none
-    without a scheduler, every epoch (None) for a scheduler given by the caller."""
-    if custom_scheduler:
-        return None
-    return asha_rungs(*asha_plan(ctx, cfg)) if cfg.scheduler == "asha" else ()
 
 
 def _tuner(ctx: SweepContext, cfg: SweepConfig, name: str, search_alg: Any = None,

@@ -244,7 +244,7 @@ def test_report_interval_and_job_environment(monkeypatch):
 
 
 def test_tpe_models_after_a_third_of_the_trials():
-    from orchestrator.sweep import startup_trials
+    from orchestrator.search import startup_trials
 
     assert [startup_trials(n) for n in (1, 6, 8, 12, 30, 64)] == [2, 2, 2, 4, 10, 10]
 
@@ -285,7 +285,7 @@ def test_tune_table_follows_quiet() -> None:
 def test_asha_rungs_are_where_ray_places_them(max_t: int, grace: int, factor: int) -> None:
     from ray.tune.schedulers import ASHAScheduler
 
-    from orchestrator.sweep import asha_rungs
+    from orchestrator.search import asha_rungs
 
     asha = ASHAScheduler(time_attr="epoch", max_t=max_t, grace_period=grace,
                          reduction_factor=factor)
@@ -327,7 +327,8 @@ def test_a_trial_reports_the_schedulers_rungs_between_saved_states(monkeypatch) 
 ])
 def test_asha_judges_from_the_first_validation_score_or_an_eighth_of_the_longest_trial(
         strategy: str, params: dict, expected: tuple[int, int, int]) -> None:
-    from orchestrator.sweep import SweepContext, asha_plan, schedule
+    from orchestrator.search import asha_plan, schedule
+    from orchestrator.sweep import SweepContext
 
     ref = DataRef("synthetic_both")
     params = dict(params)

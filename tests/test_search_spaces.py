@@ -59,7 +59,8 @@ def test_every_declared_space_contains_the_untuned_configuration(name):
 
 
 def test_a_default_outside_the_space_starts_nothing_and_the_optuna_searcher_gets_the_point():
-    from orchestrator.sweep import SweepConfig, searcher
+    from orchestrator.search import searcher
+    from orchestrator.sweep import SweepConfig
     from trainers.config import TrainConfig
 
     base = TrainConfig(strategy="umt", lr=0.001, params={"lambda_distill": 20.0})
