@@ -9,7 +9,7 @@ store on a local Ray (2 CPUs):
 (a) the strategy's default configuration (its defaults, the sweep script's full budget and, for
     ReconBoost, the warm start the script uses) trained on the held-out seeds (10, 11, 12);
 (b) the default sweep script's sweep (its search space, trials, searcher, scheduler and
-    ``--seeds-per-trial``) on its own seed(s) (0, ...), then its best configuration trained
+    ``--seeds-per-trial``) on its own seed(s) (0, or 0 and 1), then its best configuration trained
     on the same held-out seeds.
 
 It prints both test means ± std (selection metric of the fused output), the paired difference
@@ -69,15 +69,16 @@ def run_strategy(strategy: str, args: argparse.Namespace) -> Arm:
     from trainers.loop import selection_score
 
     script = script_for(strategy)
+    sweep_seeds = seeds_of(strategy, args)
     with bench.scratch(f"pays-{strategy}") as store:
         argv = ["--dataset", bench.DATASET, "--storage", str(store), "--seeds",
-                *map(str, args.sweep_seeds), "--seeds-per-trial", str(len(args.sweep_seeds))]
+                *map(str, sweep_seeds), "--seeds-per-trial", str(len(sweep_seeds))]
         s = setup(script, parse_with_config(
             parser(script), [*argv, *(["--smoke-test"] if args.quick else [])]))
         s = replace(s, seeds=(*s.seeds, *args.held_out))  # unimodal runs for every seed
         assert s.sweep is not None
         bases = strategy_bases(strategy, s.base, train_unimodal(s), script.extra)
-        trial = [bases[seed] for seed in args.sweep_seeds]
+        trial = [bases[seed] for seed in sweep_seeds]
         ctx = SweepContext(s.data_ref, s.data.spec, trial[0], s.sweep.space, s.storage,
                            s.resources, more=tuple(trial[1:]))
         held = {seed: bases[seed] for seed in args.held_out}
@@ -97,6 +98,15 @@ def run_strategy(strategy: str, args: argparse.Namespace) -> Arm:
                    statistics.fmean(len(r.history()) for r in default.values()),
                    statistics.fmean(r.wall_time_s for r in default.values()), len(outcomes),
                    sum(o.status == "stopped" for o in outcomes))
+
+
+def seeds_of(strategy: str, args: argparse.Namespace) -> list[int]:
+    """The seeds every trial of ``strategy``'s sweep trains: ``--sweep-seeds`` or the script's
+    defaults (its first ``seeds_per_trial`` seeds)."""
+    from sweeps.tune import script_for
+
+    full = script_for(strategy).full
+    return args.sweep_seeds or list(full.seeds[:full.seeds_per_trial])
 
 
 def rows(arm: Arm) -> list[tuple[str, str]]:
@@ -133,15 +143,17 @@ def rows(arm: Arm) -> list[tuple[str, str]]:
 def parse_args() -> argparse.Namespace:
     parser = bench.make_parser(__doc__)
     parser.add_argument("--strategies", nargs="+", default=["umt", "reconboost"])
-    parser.add_argument("--sweep-seeds", type=int, nargs="+", default=[0],
-                        help="seeds of every trial (--seeds-per-trial = their count; default 0)")
+    parser.add_argument("--sweep-seeds", type=int, nargs="+", default=None,
+                        help="seeds of every trial (--seeds-per-trial = their count; default: "
+                             "the script's own, 0 for UMT, 0 1 for ReconBoost)")
     parser.add_argument("--held-out", type=int, nargs="+", default=list(HELD_OUT),
                         help="seeds of the comparison, never seen by the sweep (default 10 11 12)")
     bench.add_common_args(parser)
     args = parser.parse_args()
-    if len(args.held_out) < 2 or set(args.held_out) & set(args.sweep_seeds):
-        parser.error(f"--held-out needs >= 2 seeds, none of them a --sweep-seeds seed, but got "
-                     f"{args.held_out} and {args.sweep_seeds}")
+    swept = {seed for strategy in args.strategies for seed in seeds_of(strategy, args)}
+    if len(args.held_out) < 2 or set(args.held_out) & swept:
+        parser.error(f"--held-out needs >= 2 seeds, none of them a sweep seed, but got "
+                     f"{args.held_out} and {sorted(swept)}")
     return args
 
 
@@ -150,7 +162,9 @@ def main() -> None:
     health = bench.apply_health_check(args.health_check_s)
     with bench.local_ray(num_cpus=2):
         arms = [run_strategy(s, args) for s in args.strategies]
-    notes = [health, f"sweep seeds {args.sweep_seeds}, held-out seeds {args.held_out}"
+    seeds = "; ".join(f"{st} {seeds_of(st, args)}" for st in args.strategies)
+    notes = [health, f"sweep seeds (each trial's score: their mean): {seeds}; held-out seeds "
+                     f"{args.held_out}"
              + (" (--quick: the scripts' --smoke-test budgets)" if args.quick else ""),
              "load average (1 min) at the end: " + ", ".join(f"{x:.1f}" for x in os.getloadavg())]
     title = "benchmarks.sweep_pays: the default sweep's best vs the untuned default"

@@ -64,6 +64,7 @@ class Budget:
     num_samples: int
     seeds: tuple[int, ...]
     model: Mapping[str, int] = field(default_factory=dict)  # embed_dim, hidden_dim...
+    seeds_per_trial: int = 1  # sweeps: the first K of ``seeds`` score every trial
 
 
 @dataclass(frozen=True)
@@ -131,10 +132,10 @@ def parser(script: Script) -> argparse.ArgumentParser:
     if script.strategy:
         p.add_argument("--num-samples", type=int, default=None,
                        help=f"trials (default {script.full.num_samples})")
-        p.add_argument("--seeds-per-trial", type=int, default=1, metavar="K",
+        p.add_argument("--seeds-per-trial", type=int, default=None, metavar="K",
                        help="seeds each trial trains, one after the other; a trial's score is "
                             "the mean of their validation scores (the first K of --seeds; "
-                            "default 1)")
+                            f"default {script.full.seeds_per_trial})")
         p.add_argument("--space", action="append", default=[], metavar="KEY=DIST",
                        help="override one search-space entry, e.g. lr=loguniform:1e-4:1e-2 or "
                             "lambda_distill=choice:0,1,10 (repeatable); default: "
@@ -177,8 +178,12 @@ def setup(script: Script, args: argparse.Namespace) -> Setup:
     sweep = None
     if script.strategy:
         samples = args.num_samples if args.num_samples is not None else budget.num_samples
+        per_trial = budget.seeds_per_trial if args.seeds_per_trial is None \
+            else args.seeds_per_trial
+        if args.seeds is not None and args.seeds_per_trial is None:
+            per_trial = min(per_trial, len(seeds))  # --seeds 3: one seed per trial, as asked
         sweep = SweepConfig(_space(script, args), num_samples=samples, seed=seeds[0],
-                            seeds_per_trial=args.seeds_per_trial, **search_hooks(args))
+                            seeds_per_trial=per_trial, **search_hooks(args))
         if len(seeds) < sweep.seeds_per_trial:
             raise ConfigError(f"--seeds-per-trial {sweep.seeds_per_trial} needs as many --seeds "
                               f"but got {list(seeds)}; e.g. --seeds "

@@ -340,3 +340,21 @@ def test_asha_judges_from_the_first_validation_score_or_an_eighth_of_the_longest
     max_t, first_score = schedule(ctx)
     max_t_, grace, factor = asha_plan(ctx, SweepConfig(space))
     assert (max_t, first_score, grace) == expected and max_t_ == max_t and factor == 3
+
+
+@pytest.mark.parametrize(("script", "args", "seeds", "per_trial"), [
+    (reconboost_tune, [], (0, 1), 2),  # measured default: two seeds score a ReconBoost trial
+    (reconboost_tune, ["--seeds", "3"], (3,), 1),  # one seed asked: one seed per trial
+    (reconboost_tune, ["--seeds", "3", "4", "5"], (3, 4, 5), 2),
+    (reconboost_tune, ["--smoke-test"], (0,), 1),
+    (umt_tune, [], (0,), 1),
+    (umt_tune, ["--seeds", "0", "1", "--seeds-per-trial", "2"], (0, 1), 2),
+])
+def test_seeds_per_trial_defaults_per_script(script, args: list[str], seeds: tuple[int, ...],
+                                             per_trial: int, tmp_path: Path) -> None:
+    from sweeps.common import parser, setup
+    from trainers.experiment import parse_with_config
+
+    argv = ["--dataset", "synthetic_both", "--storage", str(tmp_path), *args]
+    s = setup(script.SCRIPT, parse_with_config(parser(script.SCRIPT), argv))
+    assert s.seeds == seeds and s.sweep is not None and s.sweep.seeds_per_trial == per_trial
