@@ -136,6 +136,8 @@ def test_storage_must_be_writable(tmp_path: Path) -> None:
     (umt_tune, ["--space", "lr=uniform:0.01:0.001"], "inverted"),
     (umt_tune, ["--space", "lr=uniform:0.01:0.01"], "empty"),
     (reconboost_tune, ["--space", "lamda=uniform:0:1"], "unknown key 'lamda'"),
+    # a TrainConfig key ReconBoost ignores (its length is stages x (E1 + E2)): not a no-op
+    (reconboost_tune, ["--space", "epochs=int:1:3"], "unknown key 'epochs'; valid keys: "),
     (reconboost_tune, ["--space", "lambda_boost"], "is not KEY=DIST"),
     (unimodal_ensembles, ["--dataset", "nope"], "unknown dataset 'nope'"),
     (unimodal_ensembles, ["--seeds", "-1"], "seed cannot be negative but got -1"),
