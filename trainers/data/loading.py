@@ -120,10 +120,12 @@ def require_dir(path: Path, hint: str) -> Path:
 
 
 def decode_image(path: Path, mode: str = "RGB") -> Image.Image:
-    """Fully decode an image (so truncated files fail here, not during training)."""
+    """Fully decode an image (so truncated files fail here, not during training), in ``mode``
+    (a grey file read as ``L`` is not widened to RGB and back)."""
     try:
         with Image.open(path) as im:
-            return im.convert(mode)
+            im.load()
+            return im if im.mode == mode else im.convert(mode)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DataError(
             f"{path}: cannot read image ({e}); replace or re-extract the file"
@@ -140,10 +142,13 @@ def image_tensor(im: Image.Image, size: tuple[int, int], channels: int,
 def image_bytes(im: Image.Image, size: tuple[int, int], channels: int) -> torch.Tensor:
     """(C, H, W) uint8 tensor: the image resized (bilinear) to ``size``, not yet normalised.
     A quarter of the float bytes: what worker processes hand to the training process."""
-    im = im.convert("RGB" if channels == 3 else "L").resize(
-        (size[1], size[0]), Image.Resampling.BILINEAR)
-    x = torch.from_numpy(np.array(im))
-    return x.permute(2, 0, 1).contiguous() if channels == 3 else x.unsqueeze(0)
+    mode = "RGB" if channels == 3 else "L"
+    im = im if im.mode == mode else im.convert(mode)
+    if im.size != (size[1], size[0]):  # PIL copies on a resize to the same size
+        im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    pixels = np.asarray(im)  # (H, W, C) or (H, W); channels first below (numpy: 2-3x torch)
+    chw = pixels.transpose(2, 0, 1) if channels == 3 else pixels[None]
+    return torch.from_numpy(np.ascontiguousarray(chw) if chw.flags.writeable else chw.copy())
 
 
 def normalise(x: torch.Tensor, mean: Sequence[float] | None = None,
@@ -168,7 +173,7 @@ def normalise_images(x: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def read_image(path: Path, size: tuple[int, int], channels: int,
                raw: bool = False) -> torch.Tensor:
     """The image as a normalised float tensor, or as uint8 (``raw``: normalised later)."""
-    x = image_bytes(decode_image(path), size, channels)
+    x = image_bytes(decode_image(path, "RGB" if channels == 3 else "L"), size, channels)
     return x if raw else normalise(x)
 
 
