@@ -39,7 +39,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainers.data.contract import DataError, DatasetSpec, ModalitySpec, MultimodalDataset
+from trainers.data.contract import (
+    DataError,
+    DatasetSpec,
+    ModalitySpec,
+    MultimodalDataset,
+    all_finite,
+)
 from trainers.locks import FileLock, build_once
 from trainers.storage import Storage
 
@@ -181,7 +187,7 @@ def _checked(x: Mapping[str, torch.Tensor], m: ModalitySpec, record: object) -> 
     if not isinstance(t, torch.Tensor) or tuple(t.shape) != m.shape:
         got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
         raise DataError(f"{where}: modality {m.name!r} is {got}, expected {m.shape}")
-    if not torch.isfinite(t).all():
+    if not all_finite(t):
         raise DataError(f"{where}: modality {m.name!r} contains NaN or inf")
     return t if t.dtype == torch.uint8 else t.float()
 

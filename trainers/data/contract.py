@@ -126,6 +126,11 @@ class DatasetSpec:
         return CLASSIFICATION_SPLITS if self.task == "classification" else REID_SPLITS
 
 
+def all_finite(t: torch.Tensor) -> bool:
+    """No NaN or inf in ``t``; integer tensors (uint8 images) cannot hold any: not scanned."""
+    return not t.is_floating_point() and not t.is_complex() or bool(torch.isfinite(t).all())
+
+
 def _check_tensor(spec: ModalitySpec, value: object, where: str) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         raise DataError(f"{where}: modality {spec.name!r} is {type(value).__name__}, not a tensor")
@@ -134,7 +139,7 @@ def _check_tensor(spec: ModalitySpec, value: object, where: str) -> torch.Tensor
             f"{where}: modality {spec.name!r} has shape {tuple(value.shape)}, "
             f"expected {spec.shape}"
         )
-    if not torch.isfinite(value).all():
+    if not all_finite(value):
         raise DataError(f"{where}: modality {spec.name!r} contains NaN or inf")
     return value
 
