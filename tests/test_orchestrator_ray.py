@@ -75,8 +75,17 @@ def mtimes(store: Path, pattern: str) -> dict[str, float]:
 
 
 def test_unimodal_jobs_ensembles_and_reuse(ray_session: str, store: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+                                           capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from ray import tune
+
+    snapshots: list[str | None] = []  # Tune's snapshot period while a job batch runs
+    fit = tune.Tuner.fit
+    monkeypatch.setattr(tune.Tuner, "fit", lambda self: snapshots.append(
+        os.environ.get("TUNE_GLOBAL_CHECKPOINT_S")) or fit(self))
     assert unimodal_ensembles.main([*COMMON, "--address", "auto", "--storage", str(store)]) == 0
+    assert snapshots == ["auto"] and os.environ["TUNE_GLOBAL_CHECKPOINT_S"] == "1"  # restored
+    monkeypatch.setattr(tune.Tuner, "fit", fit)
     out = output(capsys)
     assert len(re.findall(r"\[jobs\] trained unimodal:m\d seed 0", out)) == 2
     assert re.search(r"ume\s+\d+\.\d\d", out) and "unimodal:m2" in out
