@@ -117,17 +117,25 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> RayInfo:
         return _info(started_here=False)
     port = _free_port()
     env = {**job_env(), "RAY_ADDRESS": f"{ray.util.get_node_ip_address()}:{port}"}
-    saved = os.environ.get(GCS_PORT_ENV)
-    os.environ[GCS_PORT_ENV] = str(port)  # read by ray.init when it starts the head
-    try:
+    with scoped_env(GCS_PORT_ENV, str(port)):  # read by ray.init when it starts the head
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=True,
                  dashboard_host=DASHBOARD_HOST, runtime_env={"env_vars": env}, **_quiet())
+    return _info(started_here=True)
+
+
+@contextmanager
+def scoped_env(key: str, value: str) -> Iterator[None]:
+    """``os.environ[key] = value`` for the block only (for settings Ray reads when a call
+    starts), then the earlier value or none."""
+    saved = os.environ.get(key)
+    os.environ[key] = value
+    try:
+        yield
     finally:
         if saved is None:
-            os.environ.pop(GCS_PORT_ENV, None)
+            os.environ.pop(key, None)
         else:
-            os.environ[GCS_PORT_ENV] = saved
-    return _info(started_here=True)
+            os.environ[key] = saved
 
 
 def _quiet() -> dict[str, object]:

@@ -84,19 +84,16 @@ def asha_rungs(max_t: int, grace: int, factor: int) -> tuple[int, ...]:
     return tuple(grace * factor ** k for k in range(count))
 
 
-def scheduler(ctx: SweepContext, cfg: SweepConfig) -> ASHAScheduler | None:
-    """ASHA over epochs (``cfg.scheduler == "asha"``) or none (every trial runs to its end)."""
+def scheduler_plan(ctx: SweepContext, cfg: SweepConfig,
+                   given: Any = None) -> tuple[Any, tuple[int, ...] | None]:
+    """(the scheduler Tune runs, the trial epochs that must reach Tune whatever the report
+    interval), from one look at the strategy's schedule: ASHA over epochs and its rungs
+    (``cfg.scheduler == "asha"``); no scheduler and no extra epochs (``none``); a scheduler
+    ``given`` by the caller, which hears every epoch (None)."""
+    if given is not None:
+        return given, None
     if cfg.scheduler == "none":
-        return None
+        return None, ()
     max_t, grace, factor = asha_plan(ctx, cfg)
-    return ASHAScheduler(time_attr="epoch", max_t=max_t, grace_period=grace,
-                         reduction_factor=factor)
-
-
-def report_epochs(ctx: SweepContext, cfg: SweepConfig,
-                  custom_scheduler: bool) -> tuple[int, ...] | None:
-    """The trial epochs that must reach Tune whatever the report interval: ASHA's rungs, none
-    without a scheduler, every epoch (None) for a scheduler given by the caller."""
-    if custom_scheduler:
-        return None
-    return asha_rungs(*asha_plan(ctx, cfg)) if cfg.scheduler == "asha" else ()
+    return (ASHAScheduler(time_attr="epoch", max_t=max_t, grace_period=grace,
+                          reduction_factor=factor), asha_rungs(max_t, grace, factor))

@@ -27,7 +27,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from orchestrator.jobs import max_concurrent, resolve_resources
 from orchestrator.lock import experiment_lock
 from orchestrator.ray_utils import driver_resources
-from orchestrator.search import report_epochs, scheduler, searcher, start_points
+from orchestrator.search import scheduler_plan, searcher, start_points
 from orchestrator.space import SearchSpace, native
 from orchestrator.train_fn import (
     BEST_KEY,
@@ -185,7 +185,7 @@ def _tuner(ctx: SweepContext, cfg: SweepConfig, name: str, search_alg: Any = Non
         tune_config=tune.TuneConfig(
             metric=BEST_KEY, mode="max",
             search_alg=search_alg or searcher(cfg, start_points(ctx, cfg)),
-            scheduler=scheduler_ or scheduler(ctx, cfg), num_samples=cfg.num_samples,
+            scheduler=scheduler_, num_samples=cfg.num_samples,
             max_concurrent_trials=cfg.max_concurrent or max_concurrent(ctx.resources),
             reuse_actors=in_trial,
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}"),
@@ -232,11 +232,11 @@ def _fit(ctx: SweepContext, cfg: SweepConfig, resume: bool, search_alg: Any,
     if ctx.more and not trains_in_trial(ctx.resources):
         raise ConfigError(f"--seeds-per-trial {1 + len(ctx.more)} needs one worker per job; "
                           "use --workers-per-job 1 or --seeds-per-trial 1")
-    ctx = replace(ctx, resources=resolve_resources(ctx.resources),
-                  report_epochs=report_epochs(ctx, cfg, scheduler_ is not None))
+    chosen, epochs = scheduler_plan(ctx, cfg, scheduler_)
+    ctx = replace(ctx, resources=resolve_resources(ctx.resources), report_epochs=epochs)
     name = experiment_name(ctx, cfg)
     with experiment_lock(ray_files(ctx.storage, "tune"), name):
-        return _run_locked(ctx, cfg, name, resume, search_alg, scheduler_), ctx
+        return _run_locked(ctx, cfg, name, resume, search_alg, chosen), ctx
 
 
 def _run_locked(ctx: SweepContext, cfg: SweepConfig, name: str, resume: bool,

@@ -12,16 +12,16 @@ the same way. Data-parallel jobs (``workers`` > 1) keep the ``TorchTrainer`` pat
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import math
 import os
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from ray import tune
 
+from orchestrator.ray_utils import scoped_env
 from orchestrator.train_fn import JobResources, JobSpec, ray_storage
 from orchestrator.worker import (
     BEST_KEY,
@@ -52,20 +52,6 @@ SNAPSHOT_ENV = "TUNE_GLOBAL_CHECKPOINT_S"
 # from its own saved state), so its driver need not snapshot it every second (a write to the
 # storage, S3 on a cluster, per second): Tune's "auto" keeps snapshots under 5% of the time.
 JOBS_SNAPSHOT = "auto"
-
-
-@contextlib.contextmanager
-def _env(key: str, value: str) -> Iterator[None]:
-    """``os.environ[key] = value`` for the block (Tune reads it when ``fit()`` starts)."""
-    saved = os.environ.get(key)
-    os.environ[key] = value
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = saved
 
 
 def tune_env() -> None:
@@ -181,7 +167,7 @@ def run_in_trials(jobs: Sequence[JobSpec], resources: JobResources,
                                   verbose=0),
     )
     out: dict[str, dict[str, Any]] = {}
-    with _env(SNAPSHOT_ENV, JOBS_SNAPSHOT):
+    with scoped_env(SNAPSHOT_ENV, JOBS_SNAPSHOT):
         grid = tuner.fit()
     for result in grid:
         run = (result.config or {})["run"]
