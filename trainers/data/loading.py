@@ -9,6 +9,7 @@ counts them. Nothing is dropped silently.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -28,6 +29,7 @@ from trainers.data.contract import (
     ModalitySpec,
     MultimodalDataset,
 )
+from trainers.data.jpeg import jpeg_pixels
 
 OnError = Literal["raise", "skip"]
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -119,11 +121,12 @@ def require_dir(path: Path, hint: str) -> Path:
     return path
 
 
-def decode_image(path: Path, mode: str = "RGB") -> Image.Image:
+def decode_image(path: Path, mode: str = "RGB", data: bytes | None = None) -> Image.Image:
     """Fully decode an image (so truncated files fail here, not during training), in ``mode``
-    (a grey file read as ``L`` is not widened to RGB and back)."""
+    (a grey file read as ``L`` is not widened to RGB and back); ``data``: the file's bytes,
+    already read."""
     try:
-        with Image.open(path) as im:
+        with Image.open(path if data is None else io.BytesIO(data)) as im:
             im.load()
             return im if im.mode == mode else im.convert(mode)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
@@ -172,8 +175,16 @@ def normalise_images(x: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def read_image(path: Path, size: tuple[int, int], channels: int,
                raw: bool = False) -> torch.Tensor:
-    """The image as a normalised float tensor, or as uint8 (``raw``: normalised later)."""
-    x = image_bytes(decode_image(path, "RGB" if channels == 3 else "L"), size, channels)
+    """The image as a normalised float tensor, or as uint8 (``raw``: normalised later); JPEGs
+    already at ``size`` are decoded by :mod:`trainers.data.jpeg`, everything else by PIL."""
+    mode = "RGB" if channels == 3 else "L"
+    try:
+        data = path.read_bytes()
+    except OSError:
+        data = None  # PIL names the problem below
+    x = jpeg_pixels(data, mode, size) if data is not None else None
+    if x is None:
+        x = image_bytes(decode_image(path, mode, data), size, channels)
     return x if raw else normalise(x)
 
 
