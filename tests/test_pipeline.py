@@ -88,6 +88,29 @@ def test_workers_persist_across_epochs_and_splits_still_pickle(tmp_path: Path) -
                                                          train[0]["x"]["rgb"])
 
 
+def test_dropped_data_stops_its_workers_at_once(tmp_path: Path) -> None:
+    """No reference cycle keeps a split's worker processes alive: they stop when the data is
+    dropped, not when Python's cycle collector runs (which waits 5 s per persistent worker)."""
+    import gc
+
+    import psutil
+
+    me = psutil.Process()
+    data = load(rgbnt201_tree(tmp_path), num_workers=2)
+    before = {c.pid for c in me.children()}
+    for epoch in range(2):
+        assert sum(len(b["y"]) for b in batches(None, data["train"], 8, epoch, True)) == 32
+    workers = [c for c in me.children() if c.pid not in before]
+    assert len(workers) == 2
+    gc.disable()
+    try:
+        del data
+        gone, alive = psutil.wait_procs(workers, timeout=3)
+    finally:
+        gc.enable()
+    assert not alive, f"workers still running without a garbage collection: {alive}"
+
+
 def test_worker_count_follows_the_data_and_the_setting(tmp_path: Path, tiny_reid,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

@@ -172,14 +172,24 @@ def stream(ds: MultimodalDataset, index_batches: Iterable[Sequence[int]],
 def _feed(ds: MultimodalDataset, maker: BatchMaker,
           workers: int) -> tuple[torch.utils.data.DataLoader, KeySampler]:
     """One persistent DataLoader per (split, modalities, augmented, workers), kept on the
-    split so its workers live as long as the data (and are not pickled with it)."""
+    split so its workers live as long as the data (and are not pickled with it).
+
+    The loader's batch maker reads a shallow copy of the split without the feeds, so nothing
+    the loader holds leads back to the split: when the last reference to the split goes, the
+    loader goes at once and stops its workers in milliseconds. Through a reference cycle they
+    would wait for Python's cycle collector, which stops persistent workers by waiting out
+    DataLoader's 5 s status timeout per worker (measured: 30 s of one collection after six
+    datasets with 2 workers each)."""
     feeds: dict[Any, tuple[torch.utils.data.DataLoader, KeySampler]] = ds.__dict__.setdefault(
         "_feeds", {})
     key = (maker.modalities, maker.recipe is not None, workers)
     if key not in feeds:
         sampler = KeySampler()
+        split = copy.copy(ds)
+        split.__dict__.pop("_feeds", None)
         loader = torch.utils.data.DataLoader(
-            maker, batch_size=None, sampler=sampler, num_workers=workers,
+            BatchMaker(split, maker.modalities, maker.recipe), batch_size=None,
+            sampler=sampler, num_workers=workers,
             persistent_workers=True, pin_memory=torch.cuda.is_available())
         feeds[key] = (loader, sampler)
     return feeds[key]
