@@ -66,3 +66,19 @@ def test_waiting_time_counts_the_iterator_and_the_epoch() -> None:
     finally:
         loop.batches, loop.train_epoch = real_b, real_e
     assert 0.09 <= acc["wait"] < acc["epoch"] and acc["epoch"] >= 0.13
+
+
+def test_the_issues_baseline_makes_todays_floats(tmp_path) -> None:
+    """The synchronous path the issue measured and today's reader give the same sample: the
+    benchmark compares two ways of making one result."""
+    import torch
+
+    from benchmarks.input_pipeline import load, write_tree
+    from benchmarks.issue_baseline import legacy_sample
+
+    ds = load(write_tree(tmp_path / "t", 80), num_workers=0, augment="none")["train"]
+    for i in (0, 7, len(ds) - 1):
+        old, new = legacy_sample(ds, i), ds[i]
+        assert old["y"] == new["y"] and old["camid"] == new["camid"]
+        for m in ds.spec.modality_names:
+            assert torch.allclose(old["x"][m], new["x"][m], atol=1e-6), m
