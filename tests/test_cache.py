@@ -176,3 +176,36 @@ def test_images_are_stored_as_uint8_and_audio_as_float32(tmp_path: Path) -> None
               for p in (tmp_path / "cache").glob("*-train-*/*.npy")}
     assert dtypes["rgbnt201/rgb"] == dtypes["rgbnt201/tir"] == "uint8"  # a quarter the bytes
     assert set(dtypes.values()) == {"uint8", "float32"} and dtypes["cremad/audio"] == "float32"
+
+
+def test_the_fingerprint_text_is_stable(tmp_path: Path) -> None:
+    """The data fingerprint hashes each file's path relative to the files' common folder, its
+    size and its mtime: caches built before stay valid when the code computing it changes."""
+    import hashlib
+    import os
+
+    from trainers.data.cache import cache_key
+    from trainers.data.contract import ModalitySpec
+
+    files = []
+    for k, rel in enumerate(("a/RGB/1.jpg", "a/NI/1.jpg", "b/RGB/2.jpg", "b/NI/2.jpg")):
+        p = tmp_path / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x" * (k + 1))
+        os.utime(p, ns=(10**18 + k, 10**18 + k))
+        files.append(p)
+    records = [files[:2], files[2:]]
+    h = hashlib.sha256()
+    for ps in records:
+        for p in ps:
+            st = p.stat()
+            h.update(f"{os.path.relpath(p, tmp_path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        h.update(b"|")
+    mods = [ModalitySpec("rgb", "image", (3, 4, 4))]
+    assert cache_key("d", "train", len, mods, records)[1] == h.hexdigest()
+    one_folder = [[files[0]], [files[0].with_name("x.jpg")]]
+    one_folder[1][0].write_bytes(b"y")
+    h = hashlib.sha256()
+    for (p,) in one_folder:
+        h.update(f"{p.name}\0{p.stat().st_size}\0{p.stat().st_mtime_ns}\n|".encode())
+    assert cache_key("d", "train", len, mods, one_folder)[1] == h.hexdigest()

@@ -109,3 +109,42 @@ def test_reid_image_symlinked_outside_the_root_is_rejected(tmp_path: Path) -> No
     with pytest.raises(DataError, match=r"rgbnt201 split 'query': .*leads to .*secret.jpg, "
                                         r"outside the dataset root"):
         create_dataset("rgbnt201", root=root, image_size=(8, 4), val_fraction=0.3)
+
+
+def test_reid_modality_folder_symlinked_outside_the_root_is_rejected(tmp_path: Path) -> None:
+    """Folders are resolved once per scan, files by one lstat: a linked folder still counts."""
+    from tests.loader_trees import rgbnt201_tree
+
+    root = rgbnt201_tree(tmp_path / "rgbnt201")
+    folder = root / "train_171" / "TI"
+    folder.rename(tmp_path / "elsewhere")
+    folder.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(DataError, match=r"split 'train': .*TI/.*\.jpg leads to .*elsewhere/.*, "
+                                        r"outside the dataset root"):
+        create_dataset("rgbnt201", root=root, image_size=(8, 4), val_fraction=0.3)
+
+
+def test_within_answers_as_a_full_resolve(tmp_path: Path) -> None:
+    from trainers.data.loading import Within
+
+    root, out = tmp_path / "root", tmp_path / "out"
+    (root / "a").mkdir(parents=True)
+    out.mkdir()
+    (root / "a" / "f.jpg").write_bytes(b"x")
+    (out / "g.jpg").write_bytes(b"x")
+    (root / "a" / "link.jpg").symlink_to(out / "g.jpg")
+    (root / "a" / "in.jpg").symlink_to(root / "a" / "f.jpg")
+    (root / "b").symlink_to(out)
+    paths = [root / "a" / "f.jpg", root / "a" / "in.jpg", root / "a" / "missing.jpg",
+             root / "a" / "link.jpg", root / "b" / "g.jpg", root / "a" / ".." / "..",
+             root / "a" / "..", root]
+    within = Within(root)
+    for p in paths:
+        real = p.resolve()
+        expected = real == root.resolve() or root.resolve() in real.parents
+        try:
+            within(p, "here")
+            got = True
+        except DataError:
+            got = False
+        assert got == expected, p

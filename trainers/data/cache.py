@@ -85,11 +85,16 @@ def cache_key(dataset: str, split: str, read: Reader, modalities: Sequence[Modal
     name = f"{dataset}-{split}-{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
     flat = [Path(p) for ps in files for p in ps]
     base = os.path.commonpath([str(p.parent) for p in flat]) if flat else ""
+    folders: dict[str, str] = {}  # relpath once per folder, not per file (the same text)
     h = hashlib.sha256()
     for ps in files:
-        for p in ps:
-            st = Path(p).stat()
-            h.update(f"{os.path.relpath(p, base)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        for p in map(os.fspath, ps):
+            folder, file = os.path.split(p)
+            if folder not in folders:
+                folders[folder] = os.path.relpath(folder or ".", base)
+            st = os.stat(p)
+            rel = file if folders[folder] == "." else os.path.join(folders[folder], file)
+            h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         h.update(b"|")
     return name, h.hexdigest()
 

@@ -112,7 +112,11 @@ def listdir_visible(folder: Path) -> list[Path]:
 
 
 def image_files(folder: Path) -> list[Path]:
-    return [p for p in listdir_visible(folder) if p.is_file() and p.suffix.lower() in IMAGE_EXTS]
+    """The visible image files of a folder, sorted (``scandir``: no ``stat`` per plain file)."""
+    with os.scandir(folder) as entries:
+        names = [e.name for e in entries if not e.name.startswith(".") and e.is_file()
+                 and os.path.splitext(e.name)[1].lower() in IMAGE_EXTS]
+    return sorted(folder / n for n in names)
 
 
 def require_dir(path: Path, hint: str) -> Path:
@@ -205,11 +209,37 @@ def path_under(root: Path, rel: str, where: str) -> Path:
 def inside(root: Path, path: Path, where: str) -> Path:
     """``path`` when it resolves (symlinks followed) to a place inside ``root``, else a
     DataError: a link inside the dataset must not reach files outside it."""
-    real, real_root = path.resolve(), root.resolve()
-    if real != real_root and real_root not in real.parents:
-        raise DataError(f"{where}: {path} leads to {real}, outside the dataset root {real_root} "
-                        "(a symlink?); copy the file into the root instead")
-    return path
+    return Within(root)(path, where)
+
+
+class Within:
+    """:func:`inside` for the many files of one dataset root: the root and each folder are
+    resolved and checked once, and a file that is not itself a symlink lies in its folder,
+    so a file costs one ``lstat`` instead of a walk of its whole path (the same answers; for
+    RGBNT201's 16,000 files that walk was most of a cache hit's start-up)."""
+
+    def __init__(self, root: Path) -> None:
+        self.real_root = root.resolve()
+        self.folders: set[str] = set()  # folders found inside the root
+
+    def __call__(self, path: Path, where: str) -> Path:
+        folder, name = os.path.split(os.fspath(path))
+        if name in ("", ".", "..") or os.path.islink(path):
+            self.check(path, Path(path).resolve(), where)
+        elif folder not in self.folders:
+            real_folder = Path(folder or ".").resolve()
+            self.check(path, real_folder / name, where)
+            if self.holds(real_folder):  # every plain file of this folder is inside
+                self.folders.add(folder)
+        return path
+
+    def holds(self, real: Path) -> bool:
+        return real == self.real_root or self.real_root in real.parents
+
+    def check(self, path: Path, real: Path, where: str) -> None:
+        if not self.holds(real):
+            raise DataError(f"{where}: {path} leads to {real}, outside the dataset root "
+                            f"{self.real_root} (a symlink?); copy the file into the root instead")
 
 
 def plain_name(name: str) -> bool:

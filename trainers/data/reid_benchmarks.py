@@ -59,6 +59,7 @@ from trainers.data.loading import (
     Problems,
     Reader,
     Record,
+    Within,
     carve_ids,
     check_choice,
     check_fraction,
@@ -67,7 +68,6 @@ from trainers.data.loading import (
     image_bytes,
     image_files,
     image_tensor,
-    inside,
     listdir_visible,
     make_split,
     read_image,
@@ -250,12 +250,12 @@ def build_reid(name: str, names: Sequence[str], scans: Mapping[str, Scan], read:
     modalities = _modalities(names, opt.size, opt.ir_channels)
     raw = partial(read, raw=True)  # uint8 images: the pipeline and the cache normalise later
     cache = DatasetCache(opt.cache_dir, name, read, modalities, raw) if opt.cache_dir else None
-    kept, skipped = {}, 0
+    kept, skipped, within = {}, 0, Within(Path(root))
     for split, scan in scans.items():
         problems = Problems(f"{name} split {split!r}", opt.on_error)
         listed = scan(problems)
         for f in (f for r in listed for f in r.files):
-            inside(Path(root), f, problems.where)
+            within(f, problems.where)
         kept[split], n = usable(listed, read, modalities, problems, opt.validate,
                                 "check the folder layout in docs/datasets.md", cache, split)
         skipped += n
