@@ -265,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(summary_block(
         f"input pipeline, RGBNT201 layout, {args.samples} train samples, batch {BATCH}, "
         f"{os.cpu_count()} CPUs, {args.threads} training thread(s)", rows,
-        ["samples/s: one epoch of P x K batches; the pipeline decodes in worker processes",
+        ["samples/s: three steady-state epochs of P x K batches; the pipeline decodes in workers",
          "and, for the unimodal job, opens the RGB files only; [load]: 1-minute load average"]))
 
 
