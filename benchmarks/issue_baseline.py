@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from trainers.data.contract import MultimodalDataset
-from trainers.data.loading import GRAY_MEAN, GRAY_STD, IMAGENET_MEAN, IMAGENET_STD
+from trainers.data.images import GRAY_MEAN, GRAY_STD, IMAGENET_MEAN, IMAGENET_STD
 
 
 def legacy_read(path: Path, size: tuple[int, int], channels: int) -> torch.Tensor:

@@ -11,8 +11,7 @@ import torch
 from PIL import Image
 
 from trainers.data.contract import DataError
-from trainers.data.jpeg import jpeg_pixels
-from trainers.data.loading import read_image
+from trainers.data.images import jpeg_pixels, read_image
 
 SIZE = (64, 48)  # (height, width)
 

@@ -59,6 +59,7 @@ from trainers.data import register_dataset
 from trainers.data.arrays import load_array
 from trainers.data.cache import DatasetCache
 from trainers.data.contract import DataBundle, DataError, DatasetSpec, ModalitySpec
+from trainers.data.images import read_image
 from trainers.data.loading import (
     OnError,
     Problems,
@@ -71,7 +72,6 @@ from trainers.data.loading import (
     inside,
     make_split,
     plain_name,
-    read_image,
     stratified_holdout,
     usable,
 )

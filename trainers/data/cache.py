@@ -294,7 +294,7 @@ class CachedDataset(MultimodalDataset):
     def _finish(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if not self.raw:
             return x
-        from trainers.data.loading import normalise_images
+        from trainers.data.images import normalise_images
 
         return normalise_images(x)
 

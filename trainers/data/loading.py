@@ -9,7 +9,6 @@ counts them. Nothing is dropped silently.
 
 from __future__ import annotations
 
-import io
 import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -19,7 +18,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-from PIL import Image
 
 from trainers.data.cache import DatasetCache
 from trainers.data.contract import (
@@ -29,16 +27,10 @@ from trainers.data.contract import (
     ModalitySpec,
     MultimodalDataset,
 )
-from trainers.data.jpeg import jpeg_pixels
+from trainers.data.images import normalise_images
 
 OnError = Literal["raise", "skip"]
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
-# Pixel normalisation of every image loader: ImageNet statistics for 3-channel images (what
-# pretrained backbones expect); for 1-channel NIR/TIR the mean of those channel statistics.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-GRAY_MEAN = (0.449,)
-GRAY_STD = (0.226,)
 _LISTED = 5  # problems quoted in one message; the rest are counted
 
 
@@ -123,73 +115,6 @@ def require_dir(path: Path, hint: str) -> Path:
     if not path.is_dir():
         raise DataError(f"folder {path} is missing; {hint}")
     return path
-
-
-def decode_image(path: Path, mode: str = "RGB", data: bytes | None = None) -> Image.Image:
-    """Fully decode an image (so truncated files fail here, not during training), in ``mode``
-    (a grey file read as ``L`` is not widened to RGB and back); ``data``: the file's bytes,
-    already read."""
-    try:
-        with Image.open(path if data is None else io.BytesIO(data)) as im:
-            im.load()
-            return im if im.mode == mode else im.convert(mode)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise DataError(
-            f"{path}: cannot read image ({e}); replace or re-extract the file"
-        ) from e
-
-
-def image_tensor(im: Image.Image, size: tuple[int, int], channels: int,
-                 mean: Sequence[float] | None = None,
-                 std: Sequence[float] | None = None) -> torch.Tensor:
-    """(C, H, W) float tensor: bilinear resize to ``size``, scale to [0, 1], normalise."""
-    return normalise(image_bytes(im, size, channels), mean, std)
-
-
-def image_bytes(im: Image.Image, size: tuple[int, int], channels: int) -> torch.Tensor:
-    """(C, H, W) uint8 tensor: the image resized (bilinear) to ``size``, not yet normalised.
-    A quarter of the float bytes: what worker processes hand to the training process."""
-    mode = "RGB" if channels == 3 else "L"
-    im = im if im.mode == mode else im.convert(mode)
-    if im.size != (size[1], size[0]):  # PIL copies on a resize to the same size
-        im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-    pixels = np.asarray(im)  # (H, W, C) or (H, W); channels first below (numpy: 2-3x torch)
-    chw = pixels.transpose(2, 0, 1) if channels == 3 else pixels[None]
-    return torch.from_numpy(np.ascontiguousarray(chw) if chw.flags.writeable else chw.copy())
-
-
-def normalise(x: torch.Tensor, mean: Sequence[float] | None = None,
-              std: Sequence[float] | None = None) -> torch.Tensor:
-    """uint8 images (..., C, H, W) -> float32 scaled to [0, 1] and normalised with ``mean``
-    and ``std`` (default: ImageNet for 3 channels, grey for 1); one image or a whole batch,
-    with the same float results either way."""
-    channels = x.shape[-3]
-    mean = mean if mean is not None else (IMAGENET_MEAN if channels == 3 else GRAY_MEAN)
-    std = std if std is not None else (IMAGENET_STD if channels == 3 else GRAY_STD)
-    m = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
-    y = x.to(torch.float32, copy=True)  # in place from here: the same floats as
-    return y.div_(255.0).sub_(m).div_(s)  # (x / 255 - m) / s, 2-3x faster on a whole batch
-
-
-def normalise_images(x: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A batch of :func:`image_bytes` images per modality, normalised (``RecordReader.finish``)."""
-    return {k: normalise(v) for k, v in x.items()}
-
-
-def read_image(path: Path, size: tuple[int, int], channels: int,
-               raw: bool = False) -> torch.Tensor:
-    """The image as a normalised float tensor, or as uint8 (``raw``: normalised later); JPEGs
-    already at ``size`` are decoded by :mod:`trainers.data.jpeg`, everything else by PIL."""
-    mode = "RGB" if channels == 3 else "L"
-    try:
-        data = path.read_bytes()
-    except OSError:
-        data = None  # PIL names the problem below
-    x = jpeg_pixels(data, mode, size) if data is not None else None
-    if x is None:
-        x = image_bytes(decode_image(path, mode, data), size, channels)
-    return x if raw else normalise(x)
 
 
 def path_under(root: Path, rel: str, where: str) -> Path:

@@ -62,14 +62,13 @@ from trainers.data.contract import (
     MultimodalDataset,
     TensorDataset,
 )
+from trainers.data.images import decode_image, image_tensor
 from trainers.data.loading import (
     IMAGE_EXTS,
     OnError,
     Problems,
     Record,
     check_choice,
-    decode_image,
-    image_tensor,
     make_split,
     path_under,
     relabel,

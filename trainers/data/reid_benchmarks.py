@@ -54,6 +54,7 @@ import torch
 from trainers.data import register_dataset
 from trainers.data.cache import DatasetCache
 from trainers.data.contract import DataBundle, DataError, DatasetSpec, ModalitySpec
+from trainers.data.images import decode_image, image_bytes, image_tensor, read_image
 from trainers.data.loading import (
     OnError,
     Problems,
@@ -64,13 +65,9 @@ from trainers.data.loading import (
     check_choice,
     check_fraction,
     check_size,
-    decode_image,
-    image_bytes,
     image_files,
-    image_tensor,
     listdir_visible,
     make_split,
-    read_image,
     relabel,
     require_dir,
     usable,
