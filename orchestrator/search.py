@@ -72,29 +72,9 @@ def searcher(cfg: SweepConfig, start: Sequence[Mapping[str, Any]] = ()) -> Optun
 
 
 def asha_plan(ctx: SweepContext, cfg: SweepConfig) -> tuple[int, int, int]:
-    """ASHA's (max_t, grace period, reduction factor) for this sweep: judged from the first
-    validation score or an eighth of the longest trial; with several seeds per trial, on a
-    grace period whose rungs fall on the end of the first seed (:func:`first_seed_grace`)."""
+    """ASHA's (max_t, grace period, reduction factor) for this sweep."""
     max_t, first_score = schedule(ctx)
-    if cfg.grace_period:
-        return max_t, cfg.grace_period, cfg.reduction_factor
-    least, seeds = max(first_score, max_t // 8), 1 + len(ctx.more)
-    if seeds > 1:
-        least = first_seed_grace(max_t // seeds, least, cfg.reduction_factor)
-    return max_t, least, cfg.reduction_factor
-
-
-def first_seed_grace(per_seed: int, least: int, factor: int) -> int:
-    """The grace period that puts a rung on the last epoch of a trial's first seed and at
-    least one before it: the smallest ``per_seed / factor**j`` (j >= 1) that is a whole number
-    of epochs and at least ``least``; ``least`` when there is none. A trial's seeds run one
-    after the other, so without such a rung every trial that passed the rungs inside its
-    first seed trained all its other seeds unjudged; with it, only the best 1/factor of first
-    seeds go on to a second."""
-    grace = per_seed
-    while grace % factor == 0 and grace // factor >= least:
-        grace //= factor
-    return grace if grace < per_seed else least
+    return max_t, cfg.grace_period or max(first_score, max_t // 8), cfg.reduction_factor
 
 
 def asha_rungs(max_t: int, grace: int, factor: int) -> tuple[int, ...]:

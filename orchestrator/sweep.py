@@ -69,8 +69,7 @@ class SweepConfig:
 
     ``max_concurrent=0`` runs as many trials as the cluster fits; ``grace_period=0`` lets ASHA
     judge a trial after an eighth of the longest trial's epochs, and not before the longest
-    first stretch without a validation score (ReconBoost's first stage); with several seeds
-    per trial, with a rung on the last epoch of the first seed. ASHA keeps the best
+    first stretch without a validation score (ReconBoost's first stage). ASHA keeps the best
     1/``reduction_factor`` of the trials at each rung: 3 is Hyperband's choice (measured with
     benchmarks/sweep_pays.py: 8-trial sweeps cost 4.6 default runs for UMT, 2.9 for
     ReconBoost, against 4.8 and 3.0 with 2). Rules: :mod:`orchestrator.search`.

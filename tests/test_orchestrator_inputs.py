@@ -344,26 +344,6 @@ def test_asha_judges_from_the_first_validation_score_or_an_eighth_of_the_longest
     assert (max_t, first_score, grace) == expected and max_t_ == max_t and factor == 3
 
 
-def test_with_two_seeds_per_trial_asha_judges_the_end_of_the_first_seed() -> None:
-    """ReconBoost's defaults, two seeds per trial: rungs at 16 and 48 (the first seed's last
-    epoch), so only the best third of first seeds train a second; before, rungs at 12 and 36
-    let every trial that passed them train its whole second seed unjudged."""
-    from orchestrator.search import asha_plan, asha_rungs, first_seed_grace
-    from orchestrator.sweep import SweepContext
-
-    ref = DataRef("synthetic_both")
-    base = TrainConfig(strategy="reconboost")
-    space = SearchSpace.from_dict("reconboost", {"lr": "choice:0.01"})
-    ctx = SweepContext(ref, ref.load().spec, base, space, Storage.open("/tmp/x"),
-                       JobResources(cpus_per_worker=1, gpus_per_worker=0), more=(base,))
-    max_t, grace, factor = asha_plan(ctx, SweepConfig(space))
-    assert (max_t, grace, factor) == (96, 16, 3) and asha_rungs(96, 16, 3) == (16, 48)
-    assert asha_plan(ctx, SweepConfig(space, grace_period=5))[1] == 5  # asked for: kept
-    # no whole-epoch grace below the first seed's end: the usual rule
-    assert first_seed_grace(10, 2, 3) == 2 and first_seed_grace(20, 4, 2) == 5
-    assert first_seed_grace(9, 1, 3) == 1 and first_seed_grace(5, 12, 3) == 12
-
-
 @pytest.mark.parametrize(("script", "args", "seeds", "per_trial"), [
     (reconboost_tune, [], (0, 1), 2),  # measured default: two seeds score a ReconBoost trial
     (reconboost_tune, ["--seeds", "3"], (3,), 1),  # one seed asked: one seed per trial
