@@ -72,7 +72,9 @@ class SweepConfig:
     first stretch without a validation score (ReconBoost's first stage). ASHA keeps the best
     1/``reduction_factor`` of the trials at each rung: 3 is Hyperband's choice (measured with
     benchmarks/sweep_pays.py: 8-trial sweeps cost 4.6 default runs for UMT, 2.9 for
-    ReconBoost, against 4.8 and 3.0 with 2). Rules: :mod:`orchestrator.search`.
+    ReconBoost with one seed per trial, against 4.8 and 3.0 with 2; with today's two seeds per
+    ReconBoost trial, 3.4 and 4.8 default runs against 4.4 and 4.9 with 4, which also chose
+    worse configurations). Rules: :mod:`orchestrator.search`.
     """
 
     space: SearchSpace
