@@ -38,16 +38,15 @@ Adjust = Callable[[dict[str, Any]], dict[str, Any]]
 
 JOBS_DIR = "jobs"  # Tune's files for job batches: <store>/_ray/jobs/<batch>
 
+SNAPSHOT_ENV = "TUNE_GLOBAL_CHECKPOINT_S"
 TUNE_ENV = {
     # Tune snapshots the experiment every >= 10 s by default; often enough that restore has state.
-    "TUNE_GLOBAL_CHECKPOINT_S": "1",  # SNAPSHOT_ENV; job batches use JOBS_SNAPSHOT
+    SNAPSHOT_ENV: "1",  # sweeps (--resume restores them); job batches use JOBS_SNAPSHOT
     # Ctrl-C raises KeyboardInterrupt at once. Tune's own handler would end fit() "normally"
     # with every trial marked TERMINATED, indistinguishable from a finished sweep.
     "TUNE_DISABLE_SIGINT_HANDLER": "1",
 }
 
-
-SNAPSHOT_ENV = "TUNE_GLOBAL_CHECKPOINT_S"
 # A job batch's Tune state is thrown away (a rerun starts the batch anew and each run resumes
 # from its own saved state), so its driver need not snapshot it every second (a write to the
 # storage, S3 on a cluster, per second): Tune's "auto" keeps snapshots under 5% of the time.

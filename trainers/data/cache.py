@@ -44,7 +44,7 @@ from trainers.data.contract import (
     DatasetSpec,
     ModalitySpec,
     MultimodalDataset,
-    all_finite,
+    check_modality,
 )
 from trainers.locks import FileLock, build_once
 from trainers.storage import Storage
@@ -187,13 +187,7 @@ def decoded(records: Sequence, read: Reader,
 
 
 def _checked(x: Mapping[str, torch.Tensor], m: ModalitySpec, record: object) -> torch.Tensor:
-    t = x.get(m.name)
-    where = getattr(record, "files", (record,))[0]
-    if not isinstance(t, torch.Tensor) or tuple(t.shape) != m.shape:
-        got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-        raise DataError(f"{where}: modality {m.name!r} is {got}, expected {m.shape}")
-    if not all_finite(t):
-        raise DataError(f"{where}: modality {m.name!r} contains NaN or inf")
+    t = check_modality(m, x.get(m.name), getattr(record, "files", (record,))[0])
     return t if t.dtype == torch.uint8 else t.float()
 
 

@@ -131,6 +131,18 @@ def all_finite(t: torch.Tensor) -> bool:
     return not t.is_floating_point() and not t.is_complex() or bool(torch.isfinite(t).all())
 
 
+def check_modality(m: ModalitySpec, t: object, where: object) -> torch.Tensor:
+    """Modality ``m`` of one sample read from a file, for the loaders' screening and the
+    cache's build: a tensor of the declared shape without NaN or inf, else a DataError that
+    names ``where`` (the file)."""
+    if not isinstance(t, torch.Tensor) or tuple(t.shape) != m.shape:
+        got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+        raise DataError(f"{where}: modality {m.name!r} is {got}, expected {m.shape}")
+    if not all_finite(t):
+        raise DataError(f"{where}: modality {m.name!r} contains NaN or inf")
+    return t
+
+
 def _check_tensor(spec: ModalitySpec, value: object, where: str) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         raise DataError(f"{where}: modality {spec.name!r} is {type(value).__name__}, not a tensor")

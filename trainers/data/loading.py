@@ -26,6 +26,7 @@ from trainers.data.contract import (
     FileDataset,
     ModalitySpec,
     MultimodalDataset,
+    check_modality,
 )
 from trainers.data.images import normalise_images
 
@@ -177,12 +178,7 @@ def check_sample(modalities: Sequence[ModalitySpec], x: Mapping[str, torch.Tenso
     """The checks FileDataset makes, for screening samples before the split is built."""
     where = record.files[0] if record.files else f"row {record.row}"
     for m in modalities:
-        t = x.get(m.name)
-        if not isinstance(t, torch.Tensor) or tuple(t.shape) != m.shape:
-            got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-            raise DataError(f"{where}: modality {m.name!r} is {got}, expected {m.shape}")
-        if not torch.isfinite(t).all():
-            raise DataError(f"{where}: modality {m.name!r} contains NaN or inf")
+        check_modality(m, x.get(m.name), where)
 
 
 Reader = Callable[..., Mapping[str, torch.Tensor]]  # (record, only=None) -> sample
