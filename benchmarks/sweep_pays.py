@@ -48,6 +48,8 @@ class Arm:
     default_wall_s: float
     trials: int
     stopped: int
+    val_gain: float | None  # best trial's validation score - the untuned trial's, points
+    min_gain: float
 
 
 def paired(diffs: Sequence[float]) -> tuple[float, float, float]:
@@ -62,7 +64,8 @@ def paired(diffs: Sequence[float]) -> tuple[float, float, float]:
 
 def run_strategy(strategy: str, args: argparse.Namespace) -> Arm:
     from orchestrator.aggregate import final_runs, strategy_bases
-    from orchestrator.sweep import SweepContext, best_trial, run_sweep
+    from orchestrator.choice import chosen, describe
+    from orchestrator.sweep import SweepContext, run_sweep
     from sweeps.common import parser, setup, train_unimodal
     from sweeps.tune import script_for
     from trainers.experiment import parse_with_config
@@ -72,7 +75,8 @@ def run_strategy(strategy: str, args: argparse.Namespace) -> Arm:
     sweep_seeds = seeds_of(strategy, args)
     with bench.scratch(f"pays-{strategy}") as store:
         argv = ["--dataset", bench.DATASET, "--storage", str(store), "--seeds",
-                *map(str, sweep_seeds), "--seeds-per-trial", str(len(sweep_seeds))]
+                *map(str, sweep_seeds), "--seeds-per-trial", str(len(sweep_seeds)),
+                *(["--min-gain", str(args.min_gain)] if args.min_gain is not None else [])]
         s = setup(script, parse_with_config(
             parser(script), [*argv, *(["--smoke-test"] if args.quick else [])]))
         s = replace(s, seeds=(*s.seeds, *args.held_out))  # unimodal runs for every seed
@@ -84,7 +88,9 @@ def run_strategy(strategy: str, args: argparse.Namespace) -> Arm:
         held = {seed: bases[seed] for seed in args.held_out}
         default = final_runs(ctx, held, s.data)
         outcomes, wall = bench.timed(lambda: run_sweep(ctx, s.sweep))
-        best = best_trial(outcomes)
+        print(f"\n{strategy} sweep, {len(outcomes)} trials (val = validation score):\n"
+              f"{describe(outcomes)}", flush=True)
+        best = chosen(ctx, s.sweep, outcomes)
         if best is None:
             raise SystemExit(f"no {strategy} trial finished; nothing to compare")
         tuned = final_runs(ctx, {k: s.sweep.space.apply(c, best.values) for k, c in held.items()},
@@ -97,7 +103,21 @@ def run_strategy(strategy: str, args: argparse.Namespace) -> Arm:
                    sum(int(o.last.get("epoch", 0)) for o in outcomes), wall,
                    statistics.fmean(len(r.history()) for r in default.values()),
                    statistics.fmean(r.wall_time_s for r in default.values()), len(outcomes),
-                   sum(o.status == "stopped" for o in outcomes))
+                   sum(o.status == "stopped" for o in outcomes), val_gain(ctx, outcomes),
+                   s.sweep.min_gain)
+
+
+def val_gain(ctx, outcomes) -> float | None:  # noqa: ANN001 - SweepContext, outcomes
+    """How much the best finished trial beat the untuned one on validation (points)."""
+    from orchestrator.budget import same_point
+    from orchestrator.choice import best_trial
+
+    top, point = best_trial(outcomes), ctx.space.point_of(ctx.base)
+    untuned = next((o for o in outcomes if o.status == "finished" and point
+                    and same_point(o.values, point)), None)
+    if top is None or untuned is None:
+        return None
+    return 100 * ((top.val_score or 0.0) - (untuned.val_score or 0.0))
 
 
 def seeds_of(strategy: str, args: argparse.Namespace) -> list[int]:
@@ -137,7 +157,12 @@ def rows(arm: Arm) -> list[tuple[str, str]]:
                                            f"{wall:.1f}x in wall time ({arm.sweep_wall_s:.0f} / "
                                            f"{arm.default_wall_s:.0f} s)"),
         (f"{arm.strategy}: sweep", f"{arm.trials} trials ({arm.stopped} stopped by ASHA); "
-                                   f"best {best}"),
+                                   f"chose {best}"),
+        (f"{arm.strategy}: selection", "the untuned trial did not finish" if arm.val_gain is None
+         else f"best trial {arm.val_gain:+.2f} pt over the untuned one on validation "
+              f"(--min-gain {arm.min_gain:g}: "
+              + ("took it)" if arm.val_gain >= arm.min_gain and arm.val_gain > 0
+                 else "kept the untuned)")),
     ]
 
 
@@ -147,6 +172,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sweep-seeds", type=int, nargs="+", default=None,
                         help="seeds of every trial (--seeds-per-trial = their count; default: "
                              "the script's own, 0 for UMT, 0 1 for ReconBoost)")
+    parser.add_argument("--min-gain", type=float, default=None,
+                        help="the scripts' --min-gain (default: theirs)")
     parser.add_argument("--held-out", type=int, nargs="+", default=list(HELD_OUT),
                         help="seeds of the comparison, never seen by the sweep (default 10 11 12)")
     bench.add_common_args(parser)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -27,7 +27,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from orchestrator.jobs import max_concurrent, resolve_resources
 from orchestrator.lock import experiment_lock
 from orchestrator.ray_utils import driver_resources
-from orchestrator.search import scheduler_plan, searcher, start_points
+from orchestrator.search import limited, scheduler_plan, searcher, start_points
 from orchestrator.space import SearchSpace, native
 from orchestrator.train_fn import (
     BEST_KEY,
@@ -48,7 +48,7 @@ from orchestrator.trials import (
     tune_env,
 )
 from orchestrator.worker import outcome_of
-from trainers.config import ConfigError, TrainConfig
+from trainers.config import ConfigError, TrainConfig, finite
 from trainers.data.contract import DatasetSpec
 from trainers.experiment import SCHEDULERS, SEARCHERS
 from trainers.layout import ray_files
@@ -59,22 +59,25 @@ from trainers.storage import Storage
 LOG = logging.getLogger(__name__)
 
 
+MIN_GAIN = 1.5  # validation points; measured with benchmarks/sweep_pays.py (docs/ray.md, 14)
+
+
 class SweepInterrupted(KeyboardInterrupt):
     """Tune stopped on Ctrl-C (SIGINT) with trials unfinished; ``--resume`` continues it."""
 
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """How to search: ``num_samples`` trials, TPE seeded with ``seed``, ASHA over epochs.
+    """How to search: up to ``num_samples`` trials within ``budget`` default runs (0: no
+    budget), TPE seeded with ``seed``, ASHA over epochs, chosen against the untuned
+    configuration with ``min_gain`` (:mod:`orchestrator.choice`).
 
     ``max_concurrent=0`` runs as many trials as the cluster fits; ``grace_period=0`` lets ASHA
     judge a trial after an eighth of the longest trial's epochs, and not before the longest
     first stretch without a validation score (ReconBoost's first stage). ASHA keeps the best
-    1/``reduction_factor`` of the trials at each rung: 3 is Hyperband's choice (measured with
-    benchmarks/sweep_pays.py: 8-trial sweeps cost 4.6 default runs for UMT, 2.9 for
-    ReconBoost with one seed per trial, against 4.8 and 3.0 with 2; with today's two seeds per
-    ReconBoost trial, 3.4 and 4.8 default runs against 4.4 and 4.9 with 4, which also chose
-    worse configurations). Rules: :mod:`orchestrator.search`.
+    1/``reduction_factor`` of the trials at each rung: 3, Hyperband's choice (4 cost more and
+    chose worse, measured with benchmarks/sweep_pays.py). Rules: :mod:`orchestrator.search`,
+    :mod:`orchestrator.budget`.
     """
 
     space: SearchSpace
@@ -87,6 +90,8 @@ class SweepConfig:
     scheduler: str = "asha"  # one of SCHEDULERS
     seeds_per_trial: int = 1  # seeds each trial trains; its score is their mean
     default_first: bool = True  # the first trial is the untuned configuration (if in the space)
+    budget: float = 0.0  # in default runs: the untuned configuration's epochs on one seed
+    min_gain: float = MIN_GAIN  # validation points to beat the untuned configuration by
 
     def __post_init__(self) -> None:
         for name, valid in (("searcher", SEARCHERS), ("scheduler", SCHEDULERS)):
@@ -101,6 +106,15 @@ class SweepConfig:
         if not isinstance(self.default_first, bool):
             raise ConfigError(f"sweep default_first must be true or false but got "
                               f"{self.default_first!r}")
+        finite("sweep budget", self.budget, float,
+               ">= 0 (in default runs; 0: no budget)")
+        if self.budget < 0:
+            raise ConfigError(f"sweep budget must be >= 0 default runs but got {self.budget!r}; "
+                              "e.g. --budget 3, or --budget 0 for no budget")
+        finite("sweep min_gain", self.min_gain, float, ">= 0 (validation points)")
+        if self.min_gain < 0:
+            raise ConfigError(f"sweep min_gain must be >= 0 validation points but got "
+                              f"{self.min_gain!r}; e.g. --min-gain 1, or 0 to take the best trial")
         for name, low, fix in checks:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -173,12 +187,13 @@ def experiment_name(ctx: SweepContext, cfg: SweepConfig) -> str:
     """Deterministic, so ``--resume`` finds the sweep that the same arguments started."""
     ident = {"base": ctx.base.to_dict(), "space": [vars(p) for p in ctx.space],
              **({"more": [c.to_dict() for c in ctx.more]} if ctx.more else {}),
-             "num_samples": cfg.num_samples, "seed": cfg.seed, "data": vars(ctx.data)}
+             "num_samples": cfg.num_samples, "seed": cfg.seed, "data": vars(ctx.data),
+             **({"budget": cfg.budget} if cfg.budget else {})}
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode())
     return f"{ctx.space.strategy}-{ctx.spec.name}-s{cfg.seed}-{digest.hexdigest()[:10]}"
 
 
-def _tuner(ctx: SweepContext, cfg: SweepConfig, name: str, search_alg: Any = None,
+def _tuner(ctx: SweepContext, cfg: SweepConfig, name: str, search_alg: Any,
            scheduler_: Any = None) -> tune.Tuner:
     in_trial = trains_in_trial(ctx.resources)
     return tune.Tuner(
@@ -186,7 +201,7 @@ def _tuner(ctx: SweepContext, cfg: SweepConfig, name: str, search_alg: Any = Non
         param_space=ctx.space.to_tune(),
         tune_config=tune.TuneConfig(
             metric=BEST_KEY, mode="max",
-            search_alg=search_alg or searcher(cfg, start_points(ctx, cfg)),
+            search_alg=search_alg,
             scheduler=scheduler_, num_samples=cfg.num_samples,
             max_concurrent_trials=cfg.max_concurrent or max_concurrent(ctx.resources),
             reuse_actors=in_trial,
@@ -234,7 +249,9 @@ def _fit(ctx: SweepContext, cfg: SweepConfig, resume: bool, search_alg: Any,
     if ctx.more and not trains_in_trial(ctx.resources):
         raise ConfigError(f"--seeds-per-trial {1 + len(ctx.more)} needs one worker per job; "
                           "use --workers-per-job 1 or --seeds-per-trial 1")
-    chosen, epochs = scheduler_plan(ctx, cfg, scheduler_)
+    start = start_points(ctx, cfg)
+    chosen, epochs, accounts = scheduler_plan(ctx, cfg, scheduler_, start[0] if start else None)
+    search_alg = limited(search_alg or searcher(cfg, start), accounts)
     ctx = replace(ctx, resources=resolve_resources(ctx.resources), report_epochs=epochs)
     name = experiment_name(ctx, cfg)
     with experiment_lock(ray_files(ctx.storage, "tune"), name):
@@ -297,23 +314,3 @@ def _diverged(err: BaseException) -> bool:
 def _first_line(err: BaseException) -> str:
     lines = [ln for ln in str(err).splitlines() if TrainingDiverged.__name__ in ln]
     return (lines or str(err).splitlines() or [type(err).__name__])[-1].strip()[:300]
-
-
-def best_trial(outcomes: Sequence[TrialOutcome]) -> TrialOutcome | None:
-    """The finished trial with the best validation selection score (None if none finished)."""
-    done = [o for o in outcomes if o.status == "finished"]
-    return max(done, key=lambda o: o.val_score or 0.0, default=None)
-
-
-def describe(outcomes: Sequence[TrialOutcome]) -> str:
-    """One line per trial: id, status, validation score and sampled values."""
-    lines = []
-    for o in sorted(outcomes, key=lambda o: o.trial_id):
-        score = o.val_score if o.val_score is not None else o.last.get(BEST_KEY)
-        shown = f"{100 * score:.2f}" if isinstance(score, float) else "-"
-        values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                           for k, v in sorted(o.values.items()))
-        tail = f"  [{o.error}]" if o.error else ""
-        lines.append(f"  {o.trial_id:<12} {o.status:<9} val {shown:>6}  {values}{tail}")
-    return "\n".join(lines)
-

@@ -26,17 +26,12 @@ from orchestrator.aggregate import (
     unimodal_rows,
     write_and_summarise,
 )
+from orchestrator.choice import chosen, describe
 from orchestrator.jobs import JobsFailed, StorageError, default_storage, prepare_storage
 from orchestrator.jobs import train_unimodal as train_unimodal_jobs
 from orchestrator.ray_utils import ClusterUnreachable, check_address, ray_session
 from orchestrator.space import SearchSpace, SpaceError
-from orchestrator.sweep import (
-    SweepConfig,
-    SweepContext,
-    best_trial,
-    describe,
-    run_sweep,
-)
+from orchestrator.sweep import SweepConfig, SweepContext, run_sweep
 from orchestrator.train_fn import DataRef, JobResources
 from trainers.__main__ import add_dataset_options
 from trainers.config import ConfigError, TrainConfig
@@ -65,6 +60,7 @@ class Budget:
     seeds: tuple[int, ...]
     model: Mapping[str, int] = field(default_factory=dict)  # embed_dim, hidden_dim...
     seeds_per_trial: int = 1  # sweeps: the first K of ``seeds`` score every trial
+    compute: float = 3.0  # sweeps: the budget in default runs (--budget; 0: num_samples trials)
 
 
 @dataclass(frozen=True)
@@ -132,6 +128,16 @@ def parser(script: Script) -> argparse.ArgumentParser:
     if script.strategy:
         p.add_argument("--num-samples", type=int, default=None,
                        help=f"trials (default {script.full.num_samples})")
+        p.add_argument("--budget", type=float, default=None, metavar="RUNS",
+                       help="compute budget of the sweep in default runs (one untuned run's "
+                            "epochs, one seed): trials start while it can pay for them, ASHA's "
+                            "early stops buy more trials, --num-samples stays the cap; 0: no "
+                            f"budget (default {script.full.compute:g})")
+        p.add_argument("--min-gain", type=float, default=None, metavar="PT",
+                       help="validation points another configuration must gain over the "
+                            "untuned one to be chosen (default "
+                            f"{SweepConfig.__dataclass_fields__['min_gain'].default:g}; 0: the "
+                            "best trial whatever its margin)")
         p.add_argument("--seeds-per-trial", type=int, default=None, metavar="K",
                        help="seeds each trial trains, one after the other; a trial's score is "
                             "the mean of their validation scores (the first K of --seeds; "
@@ -183,7 +189,8 @@ def setup(script: Script, args: argparse.Namespace) -> Setup:
         if args.seeds is not None and args.seeds_per_trial is None:
             per_trial = min(per_trial, len(seeds))  # --seeds 3: one seed per trial, as asked
         sweep = SweepConfig(_space(script, args), num_samples=samples, seed=seeds[0],
-                            seeds_per_trial=per_trial, **search_hooks(args))
+                            seeds_per_trial=per_trial, **sweep_knobs(args, budget),
+                            **search_hooks(args))
         if len(seeds) < sweep.seeds_per_trial:
             raise ConfigError(f"--seeds-per-trial {sweep.seeds_per_trial} needs as many --seeds "
                               f"but got {list(seeds)}; e.g. --seeds "
@@ -197,6 +204,13 @@ def setup(script: Script, args: argparse.Namespace) -> Setup:
                                                          layout.root))
     return Setup(data_ref, data_ref.load(), base, seeds, runs, resources, args.address,
                  args.resume, sweep, layout, args.strategy_params)
+
+
+def sweep_knobs(args: argparse.Namespace, budget: Budget) -> dict[str, float]:
+    """``--budget`` (default: the script's) and ``--min-gain`` when given (SweepConfig checks
+    their values)."""
+    knobs = {"budget": budget.compute if args.budget is None else args.budget}
+    return knobs | ({"min_gain": args.min_gain} if args.min_gain is not None else {})
 
 
 def search_hooks(args: argparse.Namespace) -> dict[str, str]:
@@ -248,7 +262,7 @@ def tune_and_report(s: Setup, extra: Mapping[str, object]) -> str:
     print(f"\n{space.strategy} sweep, {len(outcomes)} trial(s) (val = best validation score):")
     print(describe(outcomes), flush=True)
     rows = {**unimodal_rows(unimodal, s.base, s.data), **sweep_rows(outcomes, spec)}
-    best = best_trial(outcomes)
+    best = chosen(ctx, s.sweep, outcomes)
     if best is None:
         LOG.warning("no %s trial finished: nothing to evaluate on test", space.strategy)
     else:

@@ -130,6 +130,10 @@ def test_storage_must_be_writable(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("script", "args", "needle"), [
     (umt_tune, ["--num-samples", "0"], "num_samples must be an integer >= 1 but got 0"),
     (umt_tune, ["--seeds-per-trial", "0"], "seeds_per_trial must be an integer >= 1 but got 0"),
+    (umt_tune, ["--budget", "-1"], "sweep budget must be >= 0 default runs but got -1.0"),
+    (reconboost_tune, ["--budget", "nan"], "sweep budget must be a finite number"),
+    (umt_tune, ["--min-gain", "-0.5"], "sweep min_gain must be >= 0 validation points"),
+    (umt_tune, ["--min-gain", "inf"], "sweep min_gain must be a finite number"),
     (umt_tune, ["--seeds", "3", "--seeds-per-trial", "2"],
      "--seeds-per-trial 2 needs as many --seeds but got [3]; e.g. --seeds 3 4"),
     (umt_tune, ["--space", "lambda_distill=choice:-1,-2"], "cannot be negative"),
@@ -345,9 +349,9 @@ def test_asha_judges_from_the_first_validation_score_or_an_eighth_of_the_longest
 
 
 @pytest.mark.parametrize(("script", "args", "seeds", "per_trial"), [
-    (reconboost_tune, [], (0, 1), 2),  # measured default: two seeds score a ReconBoost trial
-    (reconboost_tune, ["--seeds", "3"], (3,), 1),  # one seed asked: one seed per trial
-    (reconboost_tune, ["--seeds", "3", "4", "5"], (3, 4, 5), 2),
+    (reconboost_tune, [], (0, 1), 1),  # two final seeds, one per trial (the budget's choice)
+    (reconboost_tune, ["--seeds", "3"], (3,), 1),
+    (reconboost_tune, ["--seeds", "3", "4", "5", "--seeds-per-trial", "2"], (3, 4, 5), 2),
     (reconboost_tune, ["--smoke-test"], (0,), 1),
     (umt_tune, [], (0,), 1),
     (umt_tune, ["--seeds", "0", "1", "--seeds-per-trial", "2"], (0, 1), 2),

@@ -299,3 +299,23 @@ def test_asha_judges_short_trials_at_its_rungs(ray_session: str, store: Path) ->
         epochs = result.metrics_dataframe["epoch"].tolist()
         assert epochs[-1] in (2, 6, 8) and {2, 6, 8} & set(range(1, epochs[-1] + 1)) <= set(
             epochs), epochs
+
+
+def test_a_budgeted_sweep_trains_no_more_than_its_budget(ray_session: str, store: Path) -> None:
+    """Budget 2.5 default runs of 8 epochs = 20 epochs: trials start while their first stretch
+    fits and ASHA's stops free epochs for more, so more trials run than 20 / 8 whole ones; the
+    untuned configuration (first) is never stopped; the sweep ends within its budget."""
+    from orchestrator.sweep import sweep_grid
+
+    ref = DataRef("synthetic_both", {"n": 120, "dim": 4})
+    base = TrainConfig(strategy="fusion_concat", epochs=8, embed_dim=4, hidden_dim=8)
+    space = SearchSpace.from_dict("fusion_concat",
+                                  {"lr": "choice:0.03,0.00001,0.0001,0.00003,0.001"})
+    ctx = SweepContext(ref, ref.load().spec, base, space, Storage.open(store / "budget"),
+                       JobResources(cpus_per_worker=1, gpus_per_worker=0))
+    grid = sweep_grid(ctx, SweepConfig(space, num_samples=12, searcher="random",
+                                       grace_period=2, budget=2.5))
+    epochs = [int(r.metrics["epoch"]) for r in grid]
+    assert not grid.errors and sum(epochs) <= 20 and 3 <= len(grid) < 12, epochs
+    untuned = [r for r in grid if r.config == {"lr": base.lr}]
+    assert untuned and untuned[0].metrics["epoch"] == 8

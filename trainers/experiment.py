@@ -20,6 +20,7 @@ a later entry winning). Keys (all optional)::
     space: {umt: {lambda_distill: "choice:0,1,10,20,50,100"}}
     searcher: tpe                   # tpe | random | cmaes
     scheduler: asha                 # asha | none
+    budget: 3                       # sweeps: compute budget in default runs (0: none)
 
 A command uses the keys that apply to it and says in one log line which it did not use.
 """
@@ -47,7 +48,7 @@ SCHEDULERS = ("asha", "none")
 TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("strategy", "params",
                                                                          "seed"))
 RUN_KEYS = ("dataset", "dataset_args", "seeds", "strategies", "params", "num_samples", "space",
-            "searcher", "scheduler")
+            "searcher", "scheduler", "budget")
 KEYS = RUN_KEYS + TRAIN_KEYS
 # the budget of a full run: --smoke-test replaces it with its own tiny one
 BUDGET_KEYS = ("epochs", "num_samples", "seeds", "embed_dim", "hidden_dim", "space")
@@ -115,6 +116,8 @@ def check_key(key: Any, value: Any) -> None:
             strategy_class(name)
     elif key == "num_samples":
         at_least(key, value, 1, "a sweep needs at least one trial")
+    elif key == "budget":
+        non_negative(key, value, float)
     elif key in ("searcher", "scheduler"):
         choice(key, value, SEARCHERS if key == "searcher" else SCHEDULERS)
     else:  # dataset_args, params, space: mappings
