@@ -50,6 +50,7 @@ class Arm:
     stopped: int
     val_gain: float | None  # best trial's validation score - the untuned trial's, points
     min_gain: float
+    default_val: list[float]  # the untuned configuration's validation score per held-out seed
 
 
 def paired(diffs: Sequence[float]) -> tuple[float, float, float]:
@@ -96,15 +97,15 @@ def run_strategy(strategy: str, args: argparse.Namespace) -> Arm:
         tuned = final_runs(ctx, {k: s.sweep.space.apply(c, best.values) for k, c in held.items()},
                            s.data)
 
-        def score(records: dict) -> list[float]:
-            return [100 * selection_score(records[k].metrics["test"], "fused") for k in held]
+        def score(records: dict, split: str = "test") -> list[float]:
+            return [100 * selection_score(records[k].metrics[split], "fused") for k in held]
 
         return Arm(strategy, score(default), score(tuned), best.values,
                    sum(int(o.last.get("epoch", 0)) for o in outcomes), wall,
                    statistics.fmean(len(r.history()) for r in default.values()),
                    statistics.fmean(r.wall_time_s for r in default.values()), len(outcomes),
                    sum(o.status == "stopped" for o in outcomes), val_gain(ctx, outcomes),
-                   s.sweep.min_gain)
+                   s.sweep.min_gain, score(default, "val"))
 
 
 def val_gain(ctx, outcomes) -> float | None:  # noqa: ANN001 - SweepContext, outcomes
@@ -158,6 +159,8 @@ def rows(arm: Arm) -> list[tuple[str, str]]:
                                            f"{arm.default_wall_s:.0f} s)"),
         (f"{arm.strategy}: sweep", f"{arm.trials} trials ({arm.stopped} stopped by ASHA); "
                                    f"chose {best}"),
+        (f"{arm.strategy}: noise", "the untuned configuration's validation score over the "
+                                   f"held-out seeds: {ms(arm.default_val)}"),
         (f"{arm.strategy}: selection", "the untuned trial did not finish" if arm.val_gain is None
          else f"best trial {arm.val_gain:+.2f} pt over the untuned one on validation "
               f"(--min-gain {arm.min_gain:g}: "

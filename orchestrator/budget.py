@@ -6,7 +6,10 @@ every seed included. Each running trial books the epochs up to the next point wh
 it (its next rung, or its end past the last rung):
 
 - a trial starts only when the epochs spent by the ended trials, the bookings of the running
-  ones and its own first booking fit in the budget (:class:`BudgetLimiter`, around the searcher);
+  ones, its own first booking and a reserve fit in the budget (:class:`BudgetLimiter`, around
+  the searcher); the reserve, one trial's way from its first rung to its end, is left to
+  promotions, so that new trials never crowd out the promising one (measured: without it, the
+  budget stopped the trials that would have won at their second rung);
 - a trial ASHA promotes at a rung books its next stretch; when the budget cannot pay for it,
   the trial stops there, said in one log line (:class:`SweepASHA`, the scheduler);
 - the untuned configuration's trial (the incumbent every other trial is chosen against) books
@@ -51,9 +54,14 @@ class Accounts:
     def committed(self) -> int:
         return sum(self.spent.values()) + sum(self.booked.values())
 
+    def reserve(self) -> int:
+        """Epochs new trials leave free so that a promising trial can always be promoted from
+        its first rung to its end: new trials must not crowd out the one worth finishing."""
+        return self.max_t - self.next_stop(0)
+
     def start(self, trial_id: str) -> bool:
         first = self.next_stop(0)
-        if self.committed() + first > self.budget_epochs:
+        if self.committed() + first + self.reserve() > self.budget_epochs:
             return False
         self.booked[trial_id] = first
         return True

@@ -259,7 +259,10 @@ def tune_and_report(s: Setup, extra: Mapping[str, object]) -> str:
     ctx = SweepContext(s.data_ref, spec, bases[trial_seeds[0]], space, s.storage, s.resources,
                        more=tuple(bases[seed] for seed in trial_seeds[1:]))
     outcomes = run_sweep(ctx, s.sweep, s.resume)
-    print(f"\n{space.strategy} sweep, {len(outcomes)} trial(s) (val = best validation score):")
+    spent = sum(int(o.last.get("epoch") or 0) for o in outcomes)
+    budget = f"budget {s.sweep.budget:g} default runs" if s.sweep.budget else "no budget"
+    print(f"\n{space.strategy} sweep, {len(outcomes)} trial(s), {spent} epochs trained "
+          f"({budget}; val = best validation score):")
     print(describe(outcomes), flush=True)
     rows = {**unimodal_rows(unimodal, s.base, s.data), **sweep_rows(outcomes, spec)}
     best = chosen(ctx, s.sweep, outcomes)

@@ -47,49 +47,47 @@ def report(asha: SweepASHA, limiter: BudgetLimiter, trial_id: str, epoch: int,
     return asha.on_trial_result(None, SimpleNamespace(trial_id=trial_id), result)
 
 
-def test_a_trial_starts_only_when_its_first_stretch_fits() -> None:
-    acc, limiter, _, inner = budgeted(budget=3.5, max_t=10, rungs=(1, 3, 9))
+def test_a_trial_starts_only_when_its_first_stretch_and_the_reserve_fit() -> None:
+    """Rungs 1, 3, 9 of 10 epochs: a new trial books 1 epoch and must leave 9 (one trial's way
+    from its first rung to its end) to promotions."""
+    acc, limiter, _, inner = budgeted(budget=12.5, max_t=10, rungs=(1, 3, 9))
+    assert acc.reserve() == 9
     assert limiter.suggest("a") == {"x": 0} and acc.booked == {"a": 1}
     assert limiter.suggest("b") == {"x": 1} and limiter.suggest("c") == {"x": 2}
     assert acc.committed() == 3 and limiter.suggest("d") is None and inner.count == 3
-    limiter.on_trial_complete("a", {"epoch": 1})
-    limiter.on_trial_complete("b", {"epoch": 1})
-    limiter.on_trial_complete("c", {"epoch": 1})
+    for name in "abc":
+        limiter.on_trial_complete(name, {"epoch": 1})
     assert acc.spent == {"a": 1, "b": 1, "c": 1} and not acc.booked
     assert inner.completed == ["a", "b", "c"]
 
 
-def test_asha_promotes_only_what_the_budget_pays_and_the_sweep_ends_within_it() -> None:
-    acc, limiter, asha, inner = budgeted(budget=14, max_t=10, rungs=(1, 3, 9))
-    assert limiter.suggest("a") is not None  # books epoch 1
-    assert report(asha, limiter, "a", 1, 0.5) == TrialScheduler.CONTINUE  # books up to 3
-    assert report(asha, limiter, "a", 3, 0.5) == TrialScheduler.CONTINUE  # up to 9
-    assert report(asha, limiter, "a", 9, 0.5) == TrialScheduler.CONTINUE  # up to 10
+def test_the_reserve_lets_the_promising_trial_finish_and_the_sweep_ends_within_budget() -> None:
+    acc, limiter, asha, inner = budgeted(budget=24, max_t=10, rungs=(1, 3, 9))
+    limiter.suggest("a")
+    for epoch in (1, 3, 9):  # alone at each rung: ASHA goes on
+        assert report(asha, limiter, "a", epoch, 0.5) == TrialScheduler.CONTINUE
     assert acc.booked == {"a": 10}
-    assert limiter.suggest("b") is not None  # 10 + 1 <= 14
-    assert report(asha, limiter, "b", 1, 0.9) == TrialScheduler.CONTINUE  # 10 + 3 <= 14
-    assert limiter.suggest("c") is not None  # 13 + 1 <= 14
-    assert limiter.suggest("d") is None  # 14 + 1 > 14, but running trials may free epochs
-    # b is the best at rung 3, so ASHA would go on; the budget cannot pay up to 9: it stops
-    assert report(asha, limiter, "b", 3, 0.9) == TrialScheduler.STOP
-    limiter.on_trial_complete("b", {"epoch": 3})
-    limiter.on_trial_complete("c", {"epoch": 1})
-    for epoch in (10,):
-        report(asha, limiter, "a", epoch, 0.5)
-    limiter.on_trial_complete("a", {"epoch": 10})
-    assert acc.committed() == 14 and sum(acc.spent.values()) == 14
-    assert limiter.suggest("e") == Searcher.FINISHED  # nothing running, nothing fits
-    assert inner.count == 3
+    started = [t for t in "bcdefg" if limiter.suggest(t) is not None]
+    assert started == list("bcdef") and acc.committed() == 15  # 15 + 1 + 9 > 24: g waits
+    for epoch in (1, 3, 9):  # b is the best at every rung: the reserve pays its way to the end
+        assert report(asha, limiter, "b", epoch, 0.9) == TrialScheduler.CONTINUE
+    assert acc.booked["b"] == 10 and acc.committed() == 24
+    # c would be promoted by ASHA (best at rung 1), but the budget is spent: it stops there
+    assert report(asha, limiter, "c", 1, 0.99) == TrialScheduler.STOP
+    for name, epoch in (("a", 10), ("b", 10), ("c", 1), ("d", 1), ("e", 1), ("f", 1)):
+        limiter.on_trial_complete(name, {"epoch": epoch})
+    assert sum(acc.spent.values()) == 24 and not acc.booked
+    assert limiter.suggest("h") == Searcher.FINISHED and inner.count == 6
 
 
 def test_a_trial_that_ends_early_frees_its_booking_for_another() -> None:
-    acc, limiter, asha, _ = budgeted(budget=12, max_t=10, rungs=(2, 6))
+    acc, limiter, asha, _ = budgeted(budget=20, max_t=10, rungs=(2, 6))
     limiter.suggest("a")
     for epoch in (2, 6):
         assert report(asha, limiter, "a", epoch, 0.5) == TrialScheduler.CONTINUE
-    assert limiter.suggest("b") is not None and limiter.suggest("c") is None  # 10 + 2 booked
+    assert limiter.suggest("b") is not None and limiter.suggest("c") is None  # 10 + 2 + 2 + 8
     limiter.on_trial_complete("a", {"epoch": 7})  # its schedule was shorter than max_t
-    assert acc.spent == {"a": 7} and limiter.suggest("c") is not None  # 7 + 2 + 2 <= 12
+    assert acc.spent == {"a": 7} and limiter.suggest("c") is not None  # 7 + 2 + 2 + 8 <= 20
 
 
 def test_without_rungs_a_trial_books_its_whole_schedule() -> None:
