@@ -117,10 +117,13 @@ def test_sweep_pays_paired_interval_and_verdicts() -> None:
     assert high == pytest.approx(2 + 4.3027 / 3 ** 0.5, abs=1e-3)
     arm = Arm("umt", [80.0, 81.0, 82.0], [81.5, 82.0, 83.5], {"lambda_distill": 10},
               sweep_epochs=90, sweep_wall_s=120.0, default_epochs=30.0, default_wall_s=60.0,
-              trials=8, stopped=5)
+              trials=8, stopped=5, val_gain=1.2, min_gain=1.5, default_val=[85.0, 86.0, 87.0])
     text = dict(rows(arm))
     assert text["umt: tuned - default"].startswith("+1.33 pt") and "met" in text[
         "umt: tuned - default"]
     assert text["umt: sweep compute"].startswith("3.0x a default run in epochs (90 / 30")
     assert "2.0x in wall time" in text["umt: sweep compute"]
-    assert "8 trials (5 stopped by ASHA); best lambda_distill=10" in text["umt: sweep"]
+    assert "8 trials (5 stopped by ASHA); chose lambda_distill=10" in text["umt: sweep"]
+    assert text["umt: selection"] == ("best trial +1.20 pt over the untuned one on validation "
+                                      "(--min-gain 1.5: kept the untuned)")
+    assert "86.00 ± 1.00" in text["umt: noise"]
