@@ -5,11 +5,11 @@ modalities at once, one Ray Train job each) or reused from the run store. The sw
 lambda, alpha, epochs per stage (E1), rectification epochs (E2), the learning rate and the number
 of stages on the validation split, within a budget of 3 default runs (``--budget``); ASHA judges
 trials by epochs. The chosen configuration (the untuned one unless a trial beats it by
-``--min-gain`` validation points) is then trained for every seed and scored on test once. Results: Parquet under <storage>/results, and a
-mean ± std table.
+``--min-gain`` validation points) is then trained for every seed and scored on test once.
+Results: Parquet under <storage>/results, and a mean ± std table.
 
 Examples:
-  python sweeps/reconboost_tune.py               # local Ray, embedded data, under a minute on 2 cores
+  python sweeps/reconboost_tune.py               # local Ray, embedded data, < 1 min on 2 cores
   python sweeps/reconboost_tune.py --smoke-test  # about a minute
   python sweeps/reconboost_tune.py --address auto --num-samples 32 --seeds 0 1 2
 """

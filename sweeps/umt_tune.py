@@ -6,7 +6,7 @@ the learning rate on the validation split; the best configuration is then traine
 and scored on test once. Results: Parquet under <storage>/results, and a mean ± std table.
 
 Examples:
-  python sweeps/umt_tune.py                      # local Ray, embedded data, under a minute on 2 cores
+  python sweeps/umt_tune.py                      # local Ray, embedded data, < 1 min on 2 cores
   python sweeps/umt_tune.py --smoke-test         # about a minute
   python sweeps/umt_tune.py --address auto --storage /mnt/shared/fusion-results --num-samples 32
 """
