@@ -33,6 +33,8 @@ def _worker(rank: int, folder: str) -> None:
             torch.save({"state": strategy.state_dict(),
                         "val": evaluate_splits(strategy, data, ["val"])["val"]},
                        f"{folder}/rank0.pt")
+        dist.barrier()  # rank 1 must not tear gloo down while rank 0 still evaluates: an
+        # early teardown aborted rank 1 ("terminate called without an active exception")
     finally:
         dist.destroy_process_group()
 
