@@ -52,7 +52,10 @@ def _sweep_text(s: SweepSummary, data: ReportData, out: Path) -> str:
     stopped = sum(t.status == "stopped" for t in s.trials)
     text = (f"## Sweep: {s.label}\n\n{len(s.trials)} trials ({stopped} stopped early by the "
             f"scheduler); best trial {best.trial_id} (run "
-            f"{best.run_id}), val {data.metric} {100 * best.score:.2f}%.\n\n{params}\n")
+            f"{best.run_id}), val {data.metric} {100 * best.score:.2f}%. The sweep scripts "
+            "train it for every seed only when it beats the untuned configuration (their first "
+            "trial) by at least --min-gain validation points (default 1.5); otherwise their "
+            f"final runs are the untuned configuration's.\n\n{params}\n")
     if s.importance:
         text += "\nParameter importance (Optuna fANOVA, sums to 1):\n\n" + md_table(
             ["parameter", "importance"], [[k, f"{v:.3f}"] for k, v in s.importance.items()])

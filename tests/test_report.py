@@ -103,6 +103,7 @@ def test_report_shows_hand_computed_tables_and_writes_readable_pngs(results, tmp
     assert "| 80.00 | 70.00 | UMT by the mean over seeds (UMT won in 1 of 1 seeds) |" in md
     # the sweep: best val trial, its parameter, importance; the comparison keeps that trial
     assert "best trial sweep_00002" in md and "| params.lambda_distill | `10` |" in md
+    assert "by at least --min-gain validation points" in md
     assert "Parameter importance" in md
     assert "umt, seed 0: 4 runs; kept toy-umt-t2-s0" in md
     assert "| umt | 70.00 |" in md
