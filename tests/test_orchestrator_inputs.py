@@ -364,3 +364,24 @@ def test_seeds_per_trial_defaults_per_script(script, args: list[str], seeds: tup
     argv = ["--dataset", "synthetic_both", "--storage", str(tmp_path), *args]
     s = setup(script.SCRIPT, parse_with_config(parser(script.SCRIPT), argv))
     assert s.seeds == seeds and s.sweep is not None and s.sweep.seeds_per_trial == per_trial
+
+
+def test_a_config_files_budget_is_the_sweeps_default_and_the_flag_wins(tmp_path: Path) -> None:
+    from sweeps.common import parser, setup
+    from trainers.config import ConfigError
+    from trainers.experiment import parse_with_config
+
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text("dataset: synthetic_both\nbudget: 2\n")
+    bad.write_text("budget: -1\n")
+
+    def sweep(*argv: str):  # noqa: ANN202
+        args = parse_with_config(parser(umt_tune.SCRIPT), [*argv, "--storage", str(tmp_path)])
+        return setup(umt_tune.SCRIPT, args).sweep
+
+    assert sweep("--config", str(good)).budget == 2
+    assert sweep("--config", str(good), "--budget", "0").budget == 0
+    assert sweep("--dataset", "synthetic_both").budget == 3  # the scripts' default
+    assert sweep("--dataset", "synthetic_both").min_gain == 1.5
+    with pytest.raises(ConfigError, match="key 'budget': budget cannot be negative but got -1"):
+        sweep("--config", str(bad))
