@@ -65,7 +65,7 @@ def paired(diffs: Sequence[float]) -> tuple[float, float, float]:
 
 def run_strategy(strategy: str, args: argparse.Namespace) -> Arm:
     from orchestrator.aggregate import final_runs, strategy_bases
-    from orchestrator.choice import chosen, describe
+    from orchestrator.choice import chosen, describe, epochs_trained
     from orchestrator.sweep import SweepContext, run_sweep
     from sweeps.common import parser, setup, train_unimodal
     from sweeps.tune import script_for
@@ -101,7 +101,7 @@ def run_strategy(strategy: str, args: argparse.Namespace) -> Arm:
             return [100 * selection_score(records[k].metrics[split], "fused") for k in held]
 
         return Arm(strategy, score(default), score(tuned), best.values,
-                   sum(int(o.last.get("epoch", 0)) for o in outcomes), wall,
+                   epochs_trained(outcomes), wall,
                    statistics.fmean(len(r.history()) for r in default.values()),
                    statistics.fmean(r.wall_time_s for r in default.values()), len(outcomes),
                    sum(o.status == "stopped" for o in outcomes), val_gain(ctx, outcomes),
@@ -110,12 +110,9 @@ def run_strategy(strategy: str, args: argparse.Namespace) -> Arm:
 
 def val_gain(ctx, outcomes) -> float | None:  # noqa: ANN001 - SweepContext, outcomes
     """How much the best finished trial beat the untuned one on validation (points)."""
-    from orchestrator.budget import same_point
-    from orchestrator.choice import best_trial
+    from orchestrator.choice import best_trial, untuned_trial
 
-    top, point = best_trial(outcomes), ctx.space.point_of(ctx.base)
-    untuned = next((o for o in outcomes if o.status == "finished" and point
-                    and same_point(o.values, point)), None)
+    top, untuned = best_trial(outcomes), untuned_trial(outcomes, ctx.space.point_of(ctx.base))
     if top is None or untuned is None:
         return None
     return 100 * ((top.val_score or 0.0) - (untuned.val_score or 0.0))

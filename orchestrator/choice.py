@@ -13,7 +13,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.budget import same_point
+from orchestrator.budget import epoch_of, same_point
 from orchestrator.train_fn import BEST_KEY
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ def best_trial(outcomes: Sequence[TrialOutcome], incumbent: Mapping[str, Any] | 
     untuned one only when its score beats it by at least ``min_gain`` points."""
     done = [o for o in outcomes if o.status == "finished"]
     best = max(done, key=lambda o: o.val_score or 0.0, default=None)
-    default = next((o for o in done if incumbent and same_point(o.values, incumbent)), None)
+    default = untuned_trial(done, incumbent)
     if best is None or default is None or best is default:
         return best
     gain = 100 * ((best.val_score or 0.0) - (default.val_score or 0.0))
@@ -38,6 +38,20 @@ def best_trial(outcomes: Sequence[TrialOutcome], incumbent: Mapping[str, Any] | 
     LOG.info(f"[sweep] keeping the untuned configuration: the best trial {best.trial_id} beats "
              f"it by {gain:.2f} pt on validation, less than --min-gain {min_gain:g}")
     return default
+
+
+def untuned_trial(outcomes: Sequence[TrialOutcome],
+                  incumbent: Mapping[str, Any] | None) -> TrialOutcome | None:
+    """The finished trial of the untuned configuration (``incumbent``'s values), or None."""
+    if not incumbent:
+        return None
+    return next((o for o in outcomes if o.status == "finished"
+                 and same_point(o.values, incumbent)), None)
+
+
+def epochs_trained(outcomes: Sequence[TrialOutcome]) -> int:
+    """Every trial's epochs, ASHA-stopped ones included (what the sweep's budget counts)."""
+    return sum(epoch_of(o.last) for o in outcomes)
 
 
 def chosen(ctx: SweepContext, cfg: SweepConfig,

@@ -26,7 +26,7 @@ from orchestrator.aggregate import (
     unimodal_rows,
     write_and_summarise,
 )
-from orchestrator.choice import chosen, describe
+from orchestrator.choice import chosen, describe, epochs_trained
 from orchestrator.jobs import JobsFailed, StorageError, default_storage, prepare_storage
 from orchestrator.jobs import train_unimodal as train_unimodal_jobs
 from orchestrator.ray_utils import ClusterUnreachable, check_address, ray_session
@@ -259,7 +259,7 @@ def tune_and_report(s: Setup, extra: Mapping[str, object]) -> str:
     ctx = SweepContext(s.data_ref, spec, bases[trial_seeds[0]], space, s.storage, s.resources,
                        more=tuple(bases[seed] for seed in trial_seeds[1:]))
     outcomes = run_sweep(ctx, s.sweep, s.resume)
-    spent = sum(int(o.last.get("epoch") or 0) for o in outcomes)
+    spent = epochs_trained(outcomes)
     budget = f"budget {s.sweep.budget:g} default runs" if s.sweep.budget else "no budget"
     print(f"\n{space.strategy} sweep, {len(outcomes)} trial(s), {spent} epochs trained "
           f"({budget}; val = best validation score):")
